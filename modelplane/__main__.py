@@ -1,0 +1,3 @@
+from modelplane.cli.main import main
+
+main()

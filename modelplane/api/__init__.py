@@ -1,0 +1,1 @@
+"""HTTP: thin routers over the services, one app factory, one error mapping."""

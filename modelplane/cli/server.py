@@ -1,0 +1,135 @@
+"""``modelplane up`` (server + bundled model, ready to use) and ``modelplane serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Annotated
+
+import typer
+import uvicorn
+from fastapi import FastAPI
+from rich.console import Console
+from rich.panel import Panel
+
+from modelplane.api.app import create_app
+from modelplane.api.platform import Platform
+from modelplane.config import Settings
+from modelplane.telemetry.logging import configure
+
+console = Console()
+
+BUNDLED_ENDPOINT = {
+    "name": "smollm2",
+    "engine": "llamacpp",
+    "model": "smollm2",
+    "replicas": 1,
+    "options": {},
+}
+
+Host = Annotated[str | None, typer.Option(help="Address to listen on [default: 127.0.0.1]")]
+Port = Annotated[int | None, typer.Option(help="Port to listen on [default: 8080]")]
+
+
+def _settings(host: str | None, port: int | None) -> Settings:
+    overrides: dict[str, object] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def _server(settings: Settings) -> tuple[uvicorn.Server, FastAPI]:
+    configure(settings.log_format, settings.log_level)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return uvicorn.Server(config), app
+
+
+def serve(host: Host = None, port: Port = None) -> None:
+    """Run the server (gateway + control plane) in the foreground."""
+    settings = _settings(host, port)
+    _server(settings)[0].run()
+
+
+async def _announce(server: uvicorn.Server, app: FastAPI, settings: Settings) -> None:
+    # uvicorn exposes readiness only as a flag, so it is polled.
+    while not server.started:
+        if server.should_exit:
+            return
+        await asyncio.sleep(0.05)
+    platform: Platform = app.state.platform
+    if settings.bootstrap_endpoint and not await platform.endpoints.list():
+        await platform.endpoints.create(**BUNDLED_ENDPOINT)  # type: ignore[arg-type]
+    names = [ep.name for ep in await platform.endpoints.list()]
+    runtime = platform.reconciler.runtime
+    with console.status("starting model replicas…"):
+        waits = [asyncio.ensure_future(runtime.wait_ready(n)) for n in names]
+        if waits:
+            done, pending = await asyncio.wait(
+                waits,
+                timeout=settings.replica_start_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            for w in pending:
+                w.cancel()
+            if not done:
+                console.print(
+                    "[yellow]no model replica became ready in time; "
+                    "see `modelplane endpoints list`[/]"
+                )
+    key = platform.new_admin_key
+    if key is None and settings.admin_key_path.is_file():
+        key = settings.admin_key_path.read_text().strip()
+    model = "smollm2" if "smollm2" in names else (names[0] if names else "MODEL")
+    base = f"{settings.base_url}/v1"
+    shown_key = key or "<your API key>"
+    body = (
+        f"[bold]modelplane is up[/] at {settings.base_url}\n\n"
+        f"OpenAI base URL: [bold]{base}[/]\n"
+        f"API key:         [bold]{shown_key}[/]"
+        + (
+            f"  [dim](new — also saved in {settings.admin_key_path})[/]"
+            if platform.new_admin_key
+            else ""
+        )
+        + f"\nModels:          {', '.join(names) or 'none yet'}\n\n"
+        "[bold]curl[/]\n"
+        f"curl {base}/chat/completions -H 'Authorization: Bearer {shown_key}' \\\n"
+        "  -H 'Content-Type: application/json' \\\n"
+        f'  -d \'{{"model": "{model}", "messages": '
+        '[{"role": "user", "content": "What is the capital of France?"}]}\'\n\n'
+        "[bold]Python[/]\n"
+        "from openai import OpenAI\n"
+        f'client = OpenAI(base_url="{base}", api_key="{shown_key}")\n'
+        f'r = client.chat.completions.create(model="{model}", messages=[{{"role": '
+        '"user", "content": "Hello!"}])\n'
+        "print(r.choices[0].message.content)\n\n"
+        "[dim]Ctrl-C stops the server and every model replica.[/]"
+    )
+    console.print(Panel(body, expand=False, highlight=False))
+
+
+def up(host: Host = None, port: Port = None) -> None:
+    """Start everything: the server, and the bundled SmolLM2 model if no endpoint exists."""
+    settings = _settings(host, port)
+    server, app = _server(settings)
+
+    async def main() -> None:
+        announce = asyncio.create_task(_announce(server, app, settings))
+        try:
+            await server.serve()
+        finally:
+            announce.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await announce
+
+    asyncio.run(main())

@@ -1,0 +1,138 @@
+"""Typed settings: every knob is declared and documented once, here.
+
+Sources, lowest to highest precedence: defaults → ``modelplane.yaml`` → ``.env`` →
+``MODELPLANE_*`` environment variables (and keyword arguments, for tests).
+The YAML file is looked up as ``$MODELPLANE_CONFIG``, else ``./modelplane.yaml``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, SecretStr, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("MODELPLANE_HOME", "~/.modelplane")).expanduser()
+
+
+class YamlSettingsSource(PydanticBaseSettingsSource):
+    """Reads the top-level keys of ``modelplane.yaml`` that name a setting."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = Path(os.environ.get("MODELPLANE_CONFIG", "modelplane.yaml"))
+        self._data: dict[str, Any] = {}
+        if path.is_file():
+            loaded = yaml.safe_load(path.read_text()) or {}
+            if not isinstance(loaded, dict):
+                raise ValueError(f"{path}: expected a mapping at the top level")
+            self._data = loaded
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MODELPLANE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    home: Path = Field(default_factory=_default_home)
+    """Where modelplane keeps its data: the SQLite database, admin.key, logs."""
+
+    database_url: str = ""
+    """SQLAlchemy URL. Empty means SQLite at ``$MODELPLANE_HOME/modelplane.db``.
+    ``postgresql://…`` is accepted and mapped to the asyncpg driver."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+    mode: Literal["development", "production"] = "development"
+
+    max_body_bytes: int = 4 * 1024 * 1024
+    """Requests with a larger body are refused with 413 before they are read."""
+
+    reconcile_interval_s: float = 2.0
+    """How often the reconciler compares desired endpoints (DB) with running replicas."""
+
+    cache_refresh_interval_s: float = 1.0
+    """How often keys and endpoints are re-read into the in-process hot-path cache."""
+
+    replica_start_timeout_s: float = 120.0
+    """A replica that does not answer /health in this time is killed and restarted."""
+
+    health_interval_s: float = 2.0
+    """How often ready replicas are health-checked."""
+
+    restart_backoff_max_s: float = 30.0
+    """Crash-restart backoff doubles from 0.5 s up to this ceiling."""
+
+    upstream_timeout_s: float = 600.0
+    """Total time a proxied request may take (long generations stream for a while)."""
+
+    engine_threads: int = Field(default=0, ge=0)
+    """Threads per embedded-engine replica; 0 means all cores divided among replicas."""
+
+    admin_key: SecretStr | None = None
+    """Use this as the first admin key instead of minting one (for automated installs)."""
+
+    bootstrap_endpoint: bool = True
+    """``modelplane up`` creates the bundled ``smollm2`` endpoint when none exist."""
+
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "INFO"
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return v.expanduser()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            YamlSettingsSource(settings_cls),
+            file_secret_settings,
+        )
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        url = self.database_url
+        if not url:
+            return f"sqlite+aiosqlite:///{self.home / 'modelplane.db'}"
+        for plain in ("postgresql://", "postgres://"):
+            if url.startswith(plain):
+                return "postgresql+asyncpg://" + url[len(plain) :]
+        if url.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
+        return url
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def admin_key_path(self) -> Path:
+        return self.home / "admin.key"

@@ -1,0 +1,1 @@
+"""Control-plane services: keys, endpoints, and the reconciler that runs them."""

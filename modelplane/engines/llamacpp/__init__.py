@@ -1,0 +1,1 @@
+"""The embedded CPU engine: llama.cpp through llama-cpp-python."""

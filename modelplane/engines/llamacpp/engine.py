@@ -1,0 +1,244 @@
+"""LlamaCppEngine: a GGUF model served by llama.cpp on the scheduler's thread."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from modelplane.engines.base import Capabilities, Delta, GenerateRequest, TokenLogprob
+from modelplane.engines.bundled import BUNDLED
+from modelplane.engines.llamacpp.weights import converted, resolve_source
+from modelplane.engines.scheduler import Scheduler, Sequence
+from modelplane.engines.text import TextStream
+from modelplane.errors import InvalidRequest
+
+
+class LlamaCppEngine:
+    """Options (engine options of an endpoint):
+
+    - ``n_threads``: decode threads (default: all cores)
+    - ``n_ctx``: context length in tokens
+    - ``weights``: ``native`` | ``f16`` | ``f32`` | ``q8_0`` precision at load
+    - ``default_system_prompt``: sent when a chat request has no system message
+    - ``temperature`` / ``top_p`` / ``top_k`` / ``min_p``: sampling defaults
+    - ``max_queue``: requests waiting beyond this are refused with 503
+    - ``cache_dir``: where converted weights are kept
+    """
+
+    def __init__(self, model: str, **options: Any) -> None:
+        bundled = BUNDLED.get(model)
+        merged: dict[str, Any] = dict(bundled.defaults) if bundled else {}
+        merged.update({k: v for k, v in options.items() if v is not None})
+        self.model_id = model if bundled else Path(model).stem
+        self.source = model
+        self.n_threads = int(merged.get("n_threads") or os.cpu_count() or 1)
+        self.n_ctx = int(merged.get("n_ctx", 4096))
+        self.weights = str(merged.get("weights", "native"))
+        self.system_prompt: str | None = merged.get("default_system_prompt")
+        self.temperature = float(merged.get("temperature", 0.8))
+        self.top_p = float(merged.get("top_p", 0.95))
+        self.top_k = int(merged.get("top_k", 40))
+        self.min_p = float(merged.get("min_p", 0.05))
+        self.cache_dir = Path(merged.get("cache_dir") or Path.home() / ".modelplane" / "weights")
+        self.capabilities = Capabilities(
+            chat=True, completions=True, logprobs=True, response_format=True, max_context=self.n_ctx
+        )
+        self._executor = _LlamaExecutor(self)
+        self._scheduler = Scheduler(
+            self._executor, max_queue=int(merged.get("max_queue", 64)), name="llamacpp"
+        )
+
+    async def start(self) -> None:
+        await self._scheduler.start()
+
+    async def close(self) -> None:
+        await self._scheduler.close()
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[Delta]:
+        seq = self._scheduler.submit(request)
+        async for delta in seq.deltas():
+            yield delta
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "model": self.model_id,
+            "active": self._scheduler.active,
+            "queued": self._scheduler.queued,
+        }
+
+
+class _LlamaExecutor:
+    """Runs one sequence at a time to completion; owned by the scheduler thread."""
+
+    max_batch = 1
+
+    def __init__(self, engine: LlamaCppEngine) -> None:
+        self._e = engine
+        self._llm: Any = None
+        self._formatter: Any = None
+        self._vocab: Any = None
+
+    def load(self) -> None:
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        e = self._e
+        path = converted(resolve_source(e.source), e.weights, e.cache_dir)
+        llm = Llama(
+            model_path=str(path),
+            n_ctx=e.n_ctx,
+            n_threads=e.n_threads,
+            n_threads_batch=e.n_threads,
+            verbose=False,
+        )
+        template = llm.metadata.get("tokenizer.chat_template")
+        if template:
+            eos, bos = llm.token_eos(), llm.token_bos()
+            self._formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
+                bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
+                stop_token_ids=[eos],
+            )
+        self._vocab = llm._model.vocab
+        self._llm = llm
+
+    def _is_eog(self, tok: int) -> bool:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, tok))
+
+    def unload(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None
+
+    def step(self, active: list[Sequence]) -> list[Sequence]:
+        for seq in active:
+            self._run(seq)
+        return list(active)
+
+    def _prompt_tokens(self, req: GenerateRequest) -> list[int]:
+        llm = self._llm
+        if req.kind == "completion":
+            return list(llm.tokenize(req.prompt.encode(), add_bos=True, special=False))
+        if self._formatter is None:
+            raise InvalidRequest(
+                "this model has no chat template; use /v1/completions", param="messages"
+            )
+        messages = list(req.messages)
+        if self._e.system_prompt and not any(m.get("role") == "system" for m in messages):
+            messages.insert(0, {"role": "system", "content": self._e.system_prompt})
+        try:
+            rendered = self._formatter(messages=messages)
+        except Exception as exc:  # jinja errors from a template that rejects the input
+            raise InvalidRequest(
+                f"the chat template rejected the messages: {exc}", param="messages"
+            ) from None
+        return list(
+            llm.tokenize(rendered.prompt.encode(), add_bos=not rendered.added_special, special=True)
+        )
+
+    def _grammar(self, fmt: dict[str, Any] | None) -> Any:
+        if not fmt or fmt.get("type") in (None, "text"):
+            return None
+        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+        if fmt["type"] == "json_object":
+            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        schema = (fmt.get("json_schema") or {}).get("schema")
+        if schema is None:
+            raise InvalidRequest(
+                "response_format.json_schema.schema is required", param="response_format"
+            )
+        try:
+            return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        except Exception as exc:
+            raise InvalidRequest(
+                f"unsupported JSON schema: {exc}", param="response_format"
+            ) from None
+
+    def _run(self, seq: Sequence) -> None:
+        llm, e, req = self._llm, self._e, seq.request
+        p = req.params
+        tokens = self._prompt_tokens(req)
+        room = e.n_ctx - len(tokens)
+        if room <= 0:
+            raise InvalidRequest(
+                f"the prompt is {len(tokens)} tokens, more than this model's context of "
+                f"{e.n_ctx}; shorten it",
+                param="messages" if req.kind == "chat" else "prompt",
+                code="context_length_exceeded",
+            )
+        limit = min(p.max_tokens or room, room)
+        grammar = self._grammar(p.response_format)
+        llm.set_seed(p.seed if p.seed is not None else random.getrandbits(31))
+        temp = e.temperature if p.temperature is None else p.temperature
+        text = TextStream(p.stop)
+        n = 0
+        finish: Any = "length"
+        gen = llm.generate(
+            tokens,
+            top_k=e.top_k,
+            top_p=e.top_p if p.top_p is None else p.top_p,
+            min_p=e.min_p,
+            temp=temp,
+            repeat_penalty=1.0,
+            frequency_penalty=p.frequency_penalty,
+            presence_penalty=p.presence_penalty,
+            grammar=grammar,
+        )
+        try:
+            for tok in gen:
+                if seq.cancelled:
+                    finish = "stop"
+                    break
+                if self._is_eog(tok):
+                    finish = "stop"
+                    break
+                n += 1
+                piece = llm.detokenize([tok])
+                lps = [self._logprob(tok, piece, p.top_logprobs)] if p.logprobs else []
+                out = text.feed(piece)
+                if out or lps:
+                    seq.emit(Delta(text=out, logprobs=lps))
+                if text.stopped:
+                    finish = "stop"
+                    break
+                if n >= limit:
+                    break
+        finally:
+            gen.close()
+        seq.emit(
+            Delta(
+                text=text.flush(),
+                finish_reason=finish,
+                prompt_tokens=len(tokens),
+                completion_tokens=n,
+            )
+        )
+
+    def _logprob(self, tok: int, piece: bytes, top: int) -> TokenLogprob:
+        import llama_cpp
+        import numpy as np
+
+        llm = self._llm
+        ptr = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+        logits = np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).astype(np.float64)
+        m = logits.max()
+        logp = logits - m - np.log(np.exp(logits - m).sum())
+        best: tuple[tuple[str, float, tuple[int, ...]], ...] = ()
+        if top:
+            idx = np.argpartition(-logp, top)[:top]
+            idx = idx[np.argsort(-logp[idx])]
+            best = tuple(
+                (b.decode(errors="replace"), float(logp[i]), tuple(b))
+                for i in idx
+                for b in (llm.detokenize([int(i)]),)
+            )
+        return TokenLogprob(piece.decode(errors="replace"), float(logp[tok]), tuple(piece), best)

@@ -1,0 +1,171 @@
+"""One thread owns the model; requests reach it through a bounded, first-come queue.
+
+A llama.cpp context is not thread-safe, and calling it from changing OS threads halves
+decode speed (each new thread gets a fresh OpenMP team), so every call into the model
+happens on the scheduler's single thread. The asyncio side submits a ``Sequence`` and
+reads its deltas from an ``asyncio.Queue`` filled with ``call_soon_threadsafe``.
+
+The thread asks its ``Executor`` to ``step`` the active sequences. Today's llama.cpp
+executor admits one sequence at a time and runs it to the end in ``step``; a batched
+executor (several sequences decoded together through ``llama_batch``) admits up to
+``max_batch`` and returns after one decode step, without changes here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from modelplane.engines.base import Delta, GenerateRequest
+from modelplane.errors import ModelplaneError, Overloaded
+
+_DONE = object()
+
+
+class Sequence:
+    """A request being generated, seen from both sides of the thread boundary."""
+
+    def __init__(self, request: GenerateRequest, loop: asyncio.AbstractEventLoop) -> None:
+        self.request = request
+        self.cancelled = False
+        self._loop = loop
+        self._out: asyncio.Queue[object] = asyncio.Queue()
+
+    def emit(self, delta: Delta) -> None:
+        """Called on the engine thread."""
+        self._loop.call_soon_threadsafe(self._out.put_nowait, delta)
+
+    def fail(self, error: BaseException) -> None:
+        self._loop.call_soon_threadsafe(self._out.put_nowait, error)
+
+    def finish(self) -> None:
+        self._loop.call_soon_threadsafe(self._out.put_nowait, _DONE)
+
+    async def deltas(self) -> AsyncIterator[Delta]:
+        try:
+            while True:
+                item = await self._out.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, Delta)
+                yield item
+        finally:
+            # Reached on normal end, on error and when the consumer goes away
+            # (client disconnect): the engine thread sees the flag at the next token.
+            self.cancelled = True
+
+
+class Executor(Protocol):
+    max_batch: int
+
+    def load(self) -> None: ...
+
+    def step(self, active: list[Sequence]) -> list[Sequence]:
+        """Advance every active sequence; return those that are finished."""
+        ...
+
+    def unload(self) -> None: ...
+
+
+class Scheduler:
+    def __init__(self, executor: Executor, *, max_queue: int = 64, name: str = "engine") -> None:
+        self._executor = executor
+        self._max_queue = max_queue
+        self._waiting: collections.deque[Sequence] = collections.deque()
+        self._cv = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._loaded: asyncio.Future[None] | None = None
+        self.active = 0
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiting)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loaded = loop.create_future()
+        self._thread.start()
+        await self._loaded
+
+    def submit(self, request: GenerateRequest) -> Sequence:
+        seq = Sequence(request, asyncio.get_running_loop())
+        with self._cv:
+            if self._closing:
+                raise Overloaded("the engine is shutting down; retry on another replica")
+            if len(self._waiting) >= self._max_queue:
+                raise Overloaded(
+                    f"the engine queue is full ({self._max_queue} requests waiting); retry shortly",
+                    retry_after=1,
+                )
+            self._waiting.append(seq)
+            self._cv.notify()
+        return seq
+
+    async def close(self) -> None:
+        with self._cv:
+            self._closing = True
+            for seq in self._waiting:
+                seq.fail(Overloaded("the engine shut down before this request started"))
+            self._waiting.clear()
+            self._cv.notify()
+        if self._thread.is_alive():
+            await asyncio.to_thread(self._thread.join)
+
+    def _resolve_loaded(self, error: BaseException | None) -> None:
+        fut = self._loaded
+        assert fut is not None
+        loop = fut.get_loop()
+
+        def settle() -> None:
+            if not fut.done():
+                if error is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(error)
+
+        loop.call_soon_threadsafe(settle)
+
+    def _run(self) -> None:
+        try:
+            self._executor.load()
+        except BaseException as exc:  # reported to start(), which re-raises
+            self._resolve_loaded(exc)
+            return
+        self._resolve_loaded(None)
+        active: list[Sequence] = []
+        try:
+            while True:
+                with self._cv:
+                    while not self._waiting and not active and not self._closing:
+                        self._cv.wait()
+                    if self._closing and not active:
+                        return
+                    while self._waiting and len(active) < self._executor.max_batch:
+                        seq = self._waiting.popleft()
+                        if not seq.cancelled:
+                            active.append(seq)
+                self.active = len(active)
+                if not active:
+                    continue
+                try:
+                    done = self._executor.step(active)
+                except ModelplaneError as exc:
+                    for seq in active:
+                        seq.fail(exc)
+                    done = list(active)
+                except Exception as exc:  # a model failure ends its sequences, not the engine
+                    for seq in active:
+                        seq.fail(ModelplaneError(f"generation failed: {type(exc).__name__}"))
+                    done = list(active)
+                for seq in done:
+                    seq.finish()
+                    active.remove(seq)
+                self.active = len(active)
+        finally:
+            self._executor.unload()

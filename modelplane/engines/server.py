@@ -1,0 +1,337 @@
+"""The OpenAI-compatible HTTP server around any ``Engine`` (one model per process).
+
+Routes: ``/v1/chat/completions`` and ``/v1/completions`` (JSON or SSE), ``/v1/models``,
+``/health``. The server answers for whatever ``model`` a request names: the gateway
+routes by endpoint name and the replica serves exactly one model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ValidationError
+
+from modelplane.engines.base import Delta, Engine, GenerateRequest, TokenLogprob
+from modelplane.engines.schemas import ChatCompletionRequest, CompletionRequest
+from modelplane.errors import (
+    InvalidRequest,
+    ModelplaneError,
+    PayloadTooLarge,
+    openai_envelope,
+)
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _sse(obj: Any) -> bytes:
+    return b"data: " + _dumps(obj) + b"\n\n"
+
+
+def param_of(exc: ValidationError) -> tuple[str, str]:
+    """The first failing field as OpenAI names it (``messages[0].role``) and why."""
+    err = exc.errors()[0]
+    name = ""
+    for part in err["loc"]:
+        if isinstance(part, int):
+            name += f"[{part}]"
+        elif not str(part).startswith(("function-", "literal[", "str", "list[")):
+            name += f".{part}" if name else str(part)
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return name or "body", msg
+
+
+async def parse(request: Request, model: type[M]) -> M:
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the request body is larger than {MAX_BODY_BYTES} bytes")
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        param, why = param_of(exc)
+        raise InvalidRequest(f"invalid '{param}': {why}", param=param) from None
+
+
+def _error_response(err: ModelplaneError) -> JSONResponse:
+    return JSONResponse(openai_envelope(err), status_code=err.status, headers=err.headers())
+
+
+async def _until_disconnect(request: Request, work: Awaitable[T]) -> T | None:
+    """Run ``work`` but cancel it if the client goes away first (frees the engine)."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        return None
+    return task.result()
+
+
+def _chat_logprobs(lps: list[TokenLogprob]) -> dict[str, Any] | None:
+    if not lps:
+        return None
+    return {
+        "content": [
+            {
+                "token": lp.token,
+                "logprob": lp.logprob,
+                "bytes": list(lp.bytes),
+                "top_logprobs": [
+                    {"token": t, "logprob": v, "bytes": list(b)} for t, v, b in lp.top
+                ],
+            }
+            for lp in lps
+        ]
+    }
+
+
+def _completion_logprobs(lps: list[TokenLogprob], offset: int) -> dict[str, Any] | None:
+    if not lps:
+        return None
+    offsets, pos = [], offset
+    for lp in lps:
+        offsets.append(pos)
+        pos += len(lp.token)
+    return {
+        "tokens": [lp.token for lp in lps],
+        "token_logprobs": [lp.logprob for lp in lps],
+        "top_logprobs": [{t: v for t, v, _ in lp.top} for lp in lps],
+        "text_offset": offsets,
+    }
+
+
+def _usage(d: Delta) -> dict[str, int]:
+    return {
+        "prompt_tokens": d.prompt_tokens,
+        "completion_tokens": d.completion_tokens,
+        "total_tokens": d.prompt_tokens + d.completion_tokens,
+    }
+
+
+class _Shape:
+    """How one kind of request (chat or completion) looks on the wire."""
+
+    def __init__(self, kind: str, model: str) -> None:
+        self.chat = kind == "chat"
+        self.id = ("chatcmpl-" if self.chat else "cmpl-") + uuid.uuid4().hex
+        self.created = int(time.time())
+        self.model = model
+        self.offset = 0
+
+    def chunk(self, d: Delta) -> dict[str, Any]:
+        if self.chat:
+            choice: dict[str, Any] = {
+                "index": 0,
+                "delta": {"content": d.text} if d.text or not d.finish_reason else {},
+                "logprobs": _chat_logprobs(d.logprobs),
+                "finish_reason": d.finish_reason,
+            }
+            obj = "chat.completion.chunk"
+        else:
+            choice = {
+                "index": 0,
+                "text": d.text,
+                "logprobs": _completion_logprobs(d.logprobs, self.offset),
+                "finish_reason": d.finish_reason,
+            }
+            self.offset += len(d.text)
+            obj = "text_completion"
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+        }
+
+    def first_chunk(self) -> dict[str, Any] | None:
+        if not self.chat:
+            return None
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": ""},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            ],
+        }
+
+    def usage_chunk(self, d: Delta) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk" if self.chat else "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": _usage(d),
+        }
+
+    def whole(self, text: str, lps: list[TokenLogprob], last: Delta) -> dict[str, Any]:
+        if self.chat:
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": _chat_logprobs(lps),
+                "finish_reason": last.finish_reason,
+            }
+            obj = "chat.completion"
+        else:
+            choice = {
+                "index": 0,
+                "text": text,
+                "logprobs": _completion_logprobs(lps, 0),
+                "finish_reason": last.finish_reason,
+            }
+            obj = "text_completion"
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+            "usage": _usage(last),
+        }
+
+
+def create_engine_app(engine: Engine) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await engine.start()
+        try:
+            yield
+        finally:
+            await engine.close()
+
+    app = FastAPI(title="modelplane engine", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    @app.exception_handler(ModelplaneError)
+    async def _modelplane_error(request: Request, exc: ModelplaneError) -> Response:
+        return _error_response(exc)
+
+    async def serve(
+        request: Request, req: GenerateRequest, shape: _Shape, stream: bool, include_usage: bool
+    ) -> Response:
+        deltas = engine.generate(req)
+        if stream:
+            # Pull the first delta before answering, so errors found before generation
+            # (bad schema, context too long, queue full) get a proper status code.
+            first = await anext(aiter(deltas), None)
+            return StreamingResponse(
+                _stream(shape, first, deltas, include_usage),
+                media_type="text/event-stream",
+                headers={"cache-control": "no-cache"},
+            )
+        body = await _until_disconnect(request, _collect(shape, deltas))
+        if body is None:
+            return Response(status_code=499)
+        return Response(_dumps(body), media_type="application/json")
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        r = await parse(request, ChatCompletionRequest)
+        try:
+            messages = tuple(m.plain() for m in r.messages)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param="messages") from None
+        req = GenerateRequest(
+            kind="chat",
+            params=r.sampling(),
+            messages=messages,
+            request_id=request.headers.get("x-request-id", ""),
+        )
+        return await serve(
+            request, req, _Shape("chat", r.model or engine.model_id), r.stream, r.include_usage
+        )
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        r = await parse(request, CompletionRequest)
+        req = GenerateRequest(
+            kind="completion",
+            params=r.sampling(),
+            prompt=r.prompt_text,
+            request_id=request.headers.get("x-request-id", ""),
+        )
+        return await serve(
+            request,
+            req,
+            _Shape("completion", r.model or engine.model_id),
+            r.stream,
+            r.include_usage,
+        )
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [
+                {"id": engine.model_id, "object": "model", "created": 0, "owned_by": "modelplane"}
+            ],
+        }
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return engine.health()
+
+    return app
+
+
+async def _collect(shape: _Shape, deltas: AsyncIterator[Delta]) -> dict[str, Any]:
+    parts: list[str] = []
+    lps: list[TokenLogprob] = []
+    last = Delta()
+    async for d in deltas:
+        parts.append(d.text)
+        lps.extend(d.logprobs)
+        last = d
+    return shape.whole("".join(parts), lps, last)
+
+
+async def _stream(
+    shape: _Shape, first: Delta | None, deltas: AsyncIterator[Delta], include_usage: bool
+) -> AsyncIterator[bytes]:
+    head = shape.first_chunk()
+    if head is not None:
+        yield _sse(head)
+    try:
+        d = first
+        while d is not None:
+            yield _sse(shape.chunk(d))
+            if d.finish_reason is not None:
+                if include_usage:
+                    yield _sse(shape.usage_chunk(d))
+                break
+            d = await anext(deltas, None)
+    except ModelplaneError as exc:
+        yield _sse(openai_envelope(exc))
+    finally:
+        await deltas.aclose()  # type: ignore[attr-defined]
+    yield b"data: [DONE]\n\n"

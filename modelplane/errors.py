@@ -1,0 +1,136 @@
+"""The one exception hierarchy of modelplane.
+
+::
+
+    ModelplaneError                 (500 internal_error)
+    ├── InvalidRequest              (400 invalid_request_error; ``param`` names the field)
+    ├── AuthenticationError         (401 invalid_api_key)
+    ├── PermissionDenied            (403 permission_denied)
+    ├── NotFound                    (404 not_found)
+    │   └── ModelNotFound           (404 model_not_found)
+    ├── Conflict                    (409 conflict)
+    ├── PayloadTooLarge             (413 payload_too_large)
+    ├── Overloaded                  (503 overloaded; carries ``retry_after``)
+    │   └── NoReadyReplica          (503 no_ready_replica)
+    └── UpstreamError               (502 upstream_error)
+
+Every error is rendered in exactly one place (``api/errors.py``): as the OpenAI error
+envelope on ``/v1`` and engine routes, and as RFC 9457 problem+json on ``/api``.
+Messages are written for the person who reads them: what went wrong, what to do next.
+They never contain secrets.
+"""
+
+from __future__ import annotations
+
+
+class ModelplaneError(Exception):
+    status = 500
+    type = "internal_error"
+    code: str | None = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class InvalidRequest(ModelplaneError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_parameter"
+
+
+class AuthenticationError(ModelplaneError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(ModelplaneError):
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class NotFound(ModelplaneError):
+    status = 404
+    type = "not_found_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"The model '{model}' does not exist. List the available models with GET /v1/models.",
+            param="model",
+        )
+
+
+class Conflict(ModelplaneError):
+    status = 409
+    type = "conflict_error"
+    code = "conflict"
+
+
+class PayloadTooLarge(ModelplaneError):
+    status = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class Overloaded(ModelplaneError):
+    status = 503
+    type = "overloaded_error"
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": str(self.retry_after)}
+
+
+class NoReadyReplica(Overloaded):
+    code = "no_ready_replica"
+
+
+class UpstreamError(ModelplaneError):
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+
+
+def openai_envelope(err: ModelplaneError) -> dict[str, object]:
+    """The body OpenAI clients expect: ``{"error": {message, type, param, code}}``."""
+    return {
+        "error": {
+            "message": err.message,
+            "type": err.type,
+            "param": err.param,
+            "code": err.code,
+        }
+    }
+
+
+def problem_details(err: ModelplaneError, instance: str = "") -> dict[str, object]:
+    """RFC 9457 problem+json for the control API."""
+    body: dict[str, object] = {
+        "type": f"https://modelplane.dev/errors/{err.code or err.type}",
+        "title": err.type.replace("_", " "),
+        "status": err.status,
+        "detail": err.message,
+    }
+    if instance:
+        body["instance"] = instance
+    if err.param:
+        body["param"] = err.param
+    return body

@@ -1,0 +1,63 @@
+"""From a model name to a ready replica, without touching the database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+
+from modelplane.errors import ModelNotFound, NoReadyReplica
+from modelplane.gateway import balancing
+from modelplane.runtimes.base import Replica, ReplicaStatus
+from modelplane.store.records import Endpoint
+
+DEFAULT_STRATEGY = "least_outstanding"
+
+
+class Router:
+    def __init__(
+        self,
+        endpoints: Callable[[], Mapping[str, Endpoint]],
+        replicas: Callable[[str], list[Replica]],
+    ) -> None:
+        self._endpoints = endpoints
+        self._replicas = replicas
+        self._strategies: dict[str, tuple[str, balancing.Strategy]] = {}
+        self.outstanding: dict[str, int] = {}
+
+    def models(self) -> list[Endpoint]:
+        return sorted(self._endpoints().values(), key=lambda e: e.name)
+
+    def _strategy(self, ep: Endpoint) -> balancing.Strategy:
+        name = str(ep.options.get("balancing", DEFAULT_STRATEGY))
+        cached = self._strategies.get(ep.name)
+        if cached is None or cached[0] != name:
+            cached = (name, balancing.create(name))
+            self._strategies[ep.name] = cached
+        return cached[1]
+
+    def pick(self, model: str, exclude: frozenset[str] = frozenset()) -> str:
+        """The URL of a ready replica of ``model``; 404 or 503 (with a reason) if none."""
+        ep = self._endpoints().get(model)
+        if ep is None:
+            raise ModelNotFound(model)
+        reps = self._replicas(model)
+        urls = [r.url for r in reps if r.status == ReplicaStatus.READY and r.url not in exclude]
+        if urls:
+            return self._strategy(ep).choose(urls, self.outstanding)
+        starting = sum(r.status in (ReplicaStatus.PENDING, ReplicaStatus.STARTING) for r in reps)
+        if ep.replicas == 0:
+            why = "it is scaled to 0 replicas; scale it up"
+        elif starting:
+            why = f"{starting} starting — retry in a few seconds"
+        else:
+            failed = [r for r in reps if r.status == ReplicaStatus.FAILED]
+            why = f"{len(failed)} failed and restarting" if failed else "none is running"
+        raise NoReadyReplica(f"endpoint '{model}' has no ready replica; {why}", retry_after=2)
+
+    @contextmanager
+    def track(self, url: str) -> Iterator[None]:
+        self.outstanding[url] = self.outstanding.get(url, 0) + 1
+        try:
+            yield
+        finally:
+            self.outstanding[url] -= 1

@@ -1,0 +1,1 @@
+"""Where replicas run: ``local`` subprocesses today, found by name in the registry."""

@@ -1,0 +1,268 @@
+"""The local runtime: each replica is a supervised ``modelplane engine serve`` subprocess.
+
+A supervisor task per replica starts the process on a free loopback port, waits for
+``/health``, health-checks it while it runs, and restarts it with exponential backoff
+when it exits or stops answering. Output goes to ``$MODELPLANE_HOME/logs``; the tail of
+that log becomes the replica's ``last_error`` when it dies. Children ask the kernel to
+end them when the server dies (``--parent-pid``), so a crash leaves no orphans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import httpx
+
+from modelplane.runtimes.base import Replica, ReplicaStatus
+from modelplane.store.records import Endpoint
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_S = 10.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, f.seek(0, 2) - 4096))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+class _Supervisor:
+    def __init__(self, rt: LocalRuntime, ep: Endpoint, index: int) -> None:
+        self.rt = rt
+        self.ep = ep
+        self.replica = Replica(endpoint=ep.name, index=index, generation=ep.generation)
+        self.proc: asyncio.subprocess.Process | None = None
+        self.task = asyncio.create_task(self._run(), name=f"replica {ep.name}/{index}")
+        self.log_path = rt.home / "logs" / f"{ep.name}-{index}.log"
+
+    def command(self, port: int) -> list[str]:
+        ep = self.ep
+        opts = dict(ep.options)
+        opts.setdefault("n_threads", self.rt.threads_for(ep))
+        opts.setdefault("cache_dir", str(self.rt.home / "weights"))
+        return [
+            sys.executable,
+            "-m",
+            "modelplane",
+            "engine",
+            "serve",
+            "--engine",
+            ep.engine,
+            "--model",
+            ep.model,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--options",
+            json.dumps(opts),
+            "--parent-pid",
+            str(os.getpid()),
+        ]
+
+    async def _run(self) -> None:
+        r = self.replica
+        backoff = 0.5
+        while True:
+            port = free_port()
+            r.url = f"http://127.0.0.1:{port}"
+            self._set(ReplicaStatus.STARTING)
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.log_path.open("ab") as logf:
+                self.proc = await asyncio.create_subprocess_exec(
+                    *self.command(port),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=logf,
+                    stderr=logf,
+                    start_new_session=True,
+                )
+            r.pid = self.proc.pid
+            if await self._wait_ready():
+                r.last_error = None
+                self._set(ReplicaStatus.READY)
+                backoff = 0.5
+                await self._watch()
+            # Reached when the process died or stopped answering: replace it.
+            await self._kill()
+            r.last_error = self._why()
+            self._set(ReplicaStatus.FAILED)
+            r.restarts += 1
+            log.warning(
+                "replica %s/%d failed (%s); restarting in %.1fs",
+                r.endpoint,
+                r.index,
+                r.last_error,
+                backoff,
+            )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.rt.backoff_max_s)
+
+    def _set(self, status: ReplicaStatus) -> None:
+        self.replica.status = status
+        self.rt.changed()
+
+    def _why(self) -> str:
+        rc = self.proc.returncode if self.proc else None
+        head = f"exited with code {rc}" if rc is not None else "stopped answering /health"
+        tail = _tail(self.log_path)
+        return f"{head}: {tail}" if tail else head
+
+    async def _healthy(self) -> bool:
+        try:
+            resp = await self.rt.http.get(self.replica.url + "/health", timeout=2.0)
+            return resp.status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    async def _wait_ready(self) -> bool:
+        assert self.proc is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.rt.start_timeout_s
+        exited = asyncio.ensure_future(self.proc.wait())
+        try:
+            while loop.time() < deadline:
+                if await self._healthy():
+                    return True
+                # Wait for the process to die or for the next probe, whichever first.
+                await asyncio.wait({exited}, timeout=0.2)
+                if exited.done():
+                    return False
+            return False
+        finally:
+            exited.cancel()
+
+    async def _watch(self) -> None:
+        """Return when the process exits or fails three health checks in a row."""
+        assert self.proc is not None
+        exited = asyncio.ensure_future(self.proc.wait())
+        misses = 0
+        try:
+            while misses < 3:
+                await asyncio.wait({exited}, timeout=self.rt.health_interval_s)
+                if exited.done():
+                    return
+                misses = 0 if await self._healthy() else misses + 1
+        finally:
+            exited.cancel()
+
+    async def _kill(self) -> None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+    async def stop(self) -> None:
+        self._set(ReplicaStatus.STOPPING)
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await asyncio.shield(self._kill())
+
+
+class LocalRuntime:
+    def __init__(
+        self,
+        *,
+        home: Path,
+        engine_threads: int = 0,
+        start_timeout_s: float = 120.0,
+        health_interval_s: float = 2.0,
+        backoff_max_s: float = 30.0,
+    ) -> None:
+        self.home = home
+        self.engine_threads = engine_threads
+        self.start_timeout_s = start_timeout_s
+        self.health_interval_s = health_interval_s
+        self.backoff_max_s = backoff_max_s
+        self.http = httpx.AsyncClient()
+        self._sups: dict[str, list[_Supervisor]] = {}
+        self._retiring: dict[str, list[_Supervisor]] = {}
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._changed = asyncio.Event()
+
+    def changed(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_ready(self, name: str, count: int = 1) -> None:
+        """Return once ``name`` has ``count`` ready replicas (bound it with a timeout)."""
+        while sum(r.status == ReplicaStatus.READY for r in self.replicas(name)) < count:
+            await self._changed.wait()
+
+    def threads_for(self, ep: Endpoint) -> int:
+        if self.engine_threads:
+            return self.engine_threads
+        return max(1, (os.cpu_count() or 1) // max(1, ep.replicas))
+
+    def endpoints(self) -> set[str]:
+        return set(self._sups)
+
+    def replicas(self, name: str) -> list[Replica]:
+        sups = self._retiring.get(name, []) + self._sups.get(name, [])
+        return [s.replica for s in sups]
+
+    async def apply(self, ep: Endpoint) -> None:
+        async with self._lock:
+            sups = self._sups.setdefault(ep.name, [])
+            if sups and sups[0].ep.generation != ep.generation:
+                # New spec: start a full new set, retire the old one once it is ready.
+                self._retiring.setdefault(ep.name, []).extend(sups)
+                sups = self._sups[ep.name] = []
+                task = asyncio.create_task(self._retire_when_ready(ep.name))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            while len(sups) < ep.replicas:
+                sups.append(_Supervisor(self, ep, len(sups)))
+            while len(sups) > ep.replicas:
+                await sups.pop().stop()
+            for s in sups:
+                s.ep = ep
+
+    async def _retire_when_ready(self, name: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.start_timeout_s
+        while loop.time() < deadline:
+            new = self._sups.get(name, [])
+            if not new or all(s.replica.status == ReplicaStatus.READY for s in new):
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), deadline - loop.time())
+        old = self._retiring.pop(name, [])
+        await asyncio.gather(*(s.stop() for s in old))
+
+    async def delete(self, name: str) -> None:
+        async with self._lock:
+            sups = self._sups.pop(name, []) + self._retiring.pop(name, [])
+        await asyncio.gather(*(s.stop() for s in sups))
+
+    async def close(self) -> None:
+        for name in list(self._sups) + list(self._retiring):
+            await self.delete(name)
+        await self.http.aclose()

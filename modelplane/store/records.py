@@ -1,0 +1,33 @@
+"""Plain records the store hands to services (ORM rows stay inside ``store``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    name: str
+    prefix: str
+    key_hash: str
+    role: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    id: str
+    name: str
+    engine: str
+    model: str
+    replicas: int
+    options: dict[str, Any]
+    generation: int
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,193 @@
+"""Queries, one small class per collection. Every write bumps that collection's
+revision in the same transaction, which is how caches in every process learn of it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from modelplane.store.db import Database
+from modelplane.store.models import ApiKeyRow, EndpointRow, RevisionRow
+from modelplane.store.records import ApiKey, Endpoint
+
+
+class DuplicateName(Exception):
+    pass
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything we store is UTC.
+    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
+
+
+async def _bump(s: AsyncSession, name: str) -> None:
+    res = await s.execute(
+        update(RevisionRow).where(RevisionRow.name == name).values(value=RevisionRow.value + 1)
+    )
+    if getattr(res, "rowcount", 0) == 0:
+        s.add(RevisionRow(name=name, value=1))
+
+
+async def revision(db: Database, name: str) -> int:
+    async with db.session() as s:
+        value = await s.scalar(select(RevisionRow.value).where(RevisionRow.name == name))
+        return int(value or 0)
+
+
+def _key(r: ApiKeyRow) -> ApiKey:
+    return ApiKey(
+        r.id,
+        r.name,
+        r.prefix,
+        r.key_hash,
+        r.role,
+        _aware(r.created_at) or _now(),
+        _aware(r.expires_at),
+        _aware(r.revoked_at),
+        _aware(r.last_used_at),
+    )
+
+
+def _endpoint(r: EndpointRow) -> Endpoint:
+    return Endpoint(
+        r.id,
+        r.name,
+        r.engine,
+        r.model,
+        r.replicas,
+        dict(r.options),
+        r.generation,
+        _aware(r.created_at) or _now(),
+        _aware(r.updated_at) or _now(),
+    )
+
+
+class KeyRepo:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add(
+        self, *, name: str, prefix: str, key_hash: str, role: str, expires_at: datetime | None
+    ) -> ApiKey:
+        row = ApiKeyRow(
+            id=uuid.uuid4().hex,
+            name=name,
+            prefix=prefix,
+            key_hash=key_hash,
+            role=role,
+            created_at=_now(),
+            expires_at=expires_at,
+        )
+        async with self.db.session() as s:
+            s.add(row)
+            await _bump(s, "keys")
+        return _key(row)
+
+    async def all(self) -> list[ApiKey]:
+        async with self.db.session() as s:
+            rows = (await s.scalars(select(ApiKeyRow).order_by(ApiKeyRow.created_at))).all()
+            return [_key(r) for r in rows]
+
+    async def get(self, key_id: str) -> ApiKey | None:
+        async with self.db.session() as s:
+            row = await s.get(ApiKeyRow, key_id)
+            return _key(row) if row else None
+
+    async def revoke(self, key_id: str) -> ApiKey | None:
+        async with self.db.session() as s:
+            row = await s.get(ApiKeyRow, key_id)
+            if row is None:
+                return None
+            if row.revoked_at is None:
+                row.revoked_at = _now()
+                await _bump(s, "keys")
+            return _key(row)
+
+    async def count(self) -> int:
+        return len(await self.all())
+
+    async def touch(self, used: dict[str, datetime]) -> None:
+        """Record last-used times, batched off the request path."""
+        if not used:
+            return
+        async with self.db.session() as s:
+            for key_id, at in used.items():
+                await s.execute(
+                    update(ApiKeyRow).where(ApiKeyRow.id == key_id).values(last_used_at=at)
+                )
+
+
+class EndpointRepo:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add(
+        self, *, name: str, engine: str, model: str, replicas: int, options: dict[str, Any]
+    ) -> Endpoint:
+        now = _now()
+        row = EndpointRow(
+            id=uuid.uuid4().hex,
+            name=name,
+            engine=engine,
+            model=model,
+            replicas=replicas,
+            options=options,
+            generation=1,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            async with self.db.session() as s:
+                s.add(row)
+                await s.flush()
+                await _bump(s, "endpoints")
+        except IntegrityError:
+            raise DuplicateName(name) from None
+        return _endpoint(row)
+
+    async def all(self) -> list[Endpoint]:
+        async with self.db.session() as s:
+            rows = (await s.scalars(select(EndpointRow).order_by(EndpointRow.name))).all()
+            return [_endpoint(r) for r in rows]
+
+    async def get(self, name: str) -> Endpoint | None:
+        async with self.db.session() as s:
+            row = await s.scalar(select(EndpointRow).where(EndpointRow.name == name))
+            return _endpoint(row) if row else None
+
+    async def update(self, name: str, changes: dict[str, Any]) -> Endpoint | None:
+        """Apply ``changes``; a change to anything but ``replicas`` rolls the replicas."""
+        async with self.db.session() as s:
+            row = await s.scalar(
+                select(EndpointRow).where(EndpointRow.name == name).with_for_update()
+            )
+            if row is None:
+                return None
+            respec = False
+            for field, value in changes.items():
+                if getattr(row, field) != value:
+                    setattr(row, field, value)
+                    respec = respec or field != "replicas"
+            if respec:
+                row.generation += 1
+            row.updated_at = _now()
+            await _bump(s, "endpoints")
+            return _endpoint(row)
+
+    async def delete(self, name: str) -> bool:
+        async with self.db.session() as s:
+            row = await s.scalar(select(EndpointRow).where(EndpointRow.name == name))
+            if row is None:
+                return False
+            await s.delete(row)
+            await _bump(s, "endpoints")
+            return True
