@@ -1,0 +1,188 @@
+"""One engine replica (``modelplane engine serve``) with the bundled model, over HTTP."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from openai import OpenAI
+
+from tests.helpers import eventually, free_port
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("engine") / "engine.log"
+    opts = {"n_threads": 1, "max_queue": 2}
+    with log.open("ab") as f:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "modelplane", "engine", "serve", "--model", "smollm2",
+             "--port", str(port), "--options", json.dumps(opts)],
+            stdout=f, stderr=f, stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        eventually(lambda: proc.poll() is None and httpx.get(url + "/health").status_code == 200,
+                   timeout=60, what="engine /health")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    # uvicorn re-raises the signal after a graceful shutdown: -SIGTERM is a clean exit.
+    assert proc.returncode in (0, -signal.SIGTERM), Path(log).read_text()[-2000:]
+
+
+@pytest.fixture(scope="module")
+def client(engine: str) -> Iterator[OpenAI]:
+    c = OpenAI(base_url=engine + "/v1", api_key="unused", max_retries=0)
+    yield c
+    c.close()
+
+
+def health(engine: str) -> dict[str, int]:
+    data: dict[str, int] = httpx.get(engine + "/health").json()
+    return data
+
+
+COUNTING = "Count from 1 to 1000, separated by commas: 1, 2, 3, 4,"
+
+
+def test_answers_simple_questions_correctly(client: OpenAI) -> None:
+    cases = {"What is the capital of France?": "paris",
+             "What is the capital of Japan?": "tokyo",
+             "Who wrote Romeo and Juliet?": "shakespeare",
+             "What color is the sky on a clear day?": "blue"}
+    for question, answer in cases.items():
+        r = client.chat.completions.create(
+            model="smollm2", max_tokens=40, messages=[{"role": "user", "content": question}])
+        assert answer in (r.choices[0].message.content or "").lower(), question
+
+
+def test_max_tokens_and_max_completion_tokens(client: OpenAI) -> None:
+    msgs = [{"role": "user", "content": "Write a long story about a dragon."}]
+    r = client.chat.completions.create(model="m", max_tokens=7, messages=msgs)  # type: ignore[arg-type]
+    assert r.usage is not None and r.usage.completion_tokens == 7
+    assert r.choices[0].finish_reason == "length"
+    r = client.chat.completions.create(model="m", max_completion_tokens=3, messages=msgs)  # type: ignore[arg-type]
+    assert r.usage is not None and r.usage.completion_tokens == 3
+
+
+def test_stop_sequence_ends_the_answer_without_it(client: OpenAI) -> None:
+    r = client.completions.create(model="m", prompt=COUNTING, max_tokens=40, temperature=0,
+                                  stop=["9"])
+    text = r.choices[0].text
+    assert "9" not in text
+    assert r.choices[0].finish_reason == "stop"
+    assert "5" in text
+
+
+def test_seed_makes_sampling_repeatable(client: OpenAI) -> None:
+    kw = {"model": "m", "prompt": "Once upon a time", "max_tokens": 20, "temperature": 1.0}
+    a = client.completions.create(**kw, seed=42).choices[0].text  # type: ignore[call-overload]
+    b = client.completions.create(**kw, seed=42).choices[0].text  # type: ignore[call-overload]
+    others = {client.completions.create(**kw, seed=s).choices[0].text  # type: ignore[call-overload]
+              for s in (1, 2, 3)}
+    assert a == b
+    assert len(others | {a}) > 1
+
+
+def test_logprobs_for_chat(client: OpenAI) -> None:
+    r = client.chat.completions.create(
+        model="m", max_tokens=5, temperature=0, logprobs=True, top_logprobs=3,
+        messages=[{"role": "user", "content": "What is the capital of France?"}])
+    lp = r.choices[0].logprobs
+    assert lp is not None and lp.content is not None
+    assert len(lp.content) == 5
+    first = lp.content[0]
+    assert first.logprob <= 0
+    assert len(first.top_logprobs) == 3
+    # Greedy decoding picks the most likely token.
+    assert first.top_logprobs[0].token == first.token
+    assert "".join(t.token for t in lp.content) == r.choices[0].message.content
+
+
+def test_logprobs_for_completions(client: OpenAI) -> None:
+    r = client.completions.create(model="m", prompt="1, 2, 3,", max_tokens=3, temperature=0,
+                                  logprobs=2)
+    lp = r.choices[0].logprobs
+    assert lp is not None and lp.tokens is not None and lp.top_logprobs is not None
+    assert len(lp.tokens) == 3 and all(len(t) == 2 for t in lp.top_logprobs)
+
+
+def test_json_schema_response_format(client: OpenAI) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}},
+              "required": ["city"], "additionalProperties": False}
+    r = client.chat.completions.create(
+        model="m", max_tokens=40, temperature=0,
+        response_format={"type": "json_schema",
+                         "json_schema": {"name": "answer", "schema": schema}},
+        messages=[{"role": "user", "content": "What is the capital of France?"}])
+    data = json.loads(r.choices[0].message.content or "")
+    assert set(data) == {"city"} and isinstance(data["city"], str)
+
+
+def test_n_greater_than_one_is_refused(client: OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="m", n=2,
+                                       messages=[{"role": "user", "content": "hi"}])
+    assert isinstance(info.value.body, dict) and info.value.body["param"] == "n"
+
+
+def test_context_overflow_is_400(client: OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.completions.create(model="m", prompt="word " * 5000, max_tokens=1)
+    assert isinstance(info.value.body, dict)
+    assert info.value.body["code"] == "context_length_exceeded"
+
+
+def test_client_disconnect_stops_generation(engine: str) -> None:
+    body = {"model": "m", "prompt": COUNTING, "max_tokens": 3000, "temperature": 0,
+            "stream": True}
+    with httpx.Client(timeout=60) as http, http.stream("POST", engine + "/v1/completions",
+                                                       json=body) as resp:
+        lines = resp.iter_lines()
+        for _ in range(3):
+            next(lines)
+        assert health(engine)["active"] == 1
+    # 3000 tokens would take tens of seconds; a cancelled one frees the engine at once.
+    eventually(lambda: health(engine)["active"] == 0, timeout=5,
+               what="generation to stop after the client left")
+
+
+def test_full_queue_is_503_with_retry_after(engine: str) -> None:
+    body = {"model": "m", "prompt": COUNTING, "max_tokens": 3000, "temperature": 0,
+            "stream": True}
+    stop = threading.Event()
+    started: list[int] = []
+
+    def occupy() -> None:
+        with httpx.Client(timeout=60) as http, http.stream(
+                "POST", engine + "/v1/completions", json=body) as resp:
+            started.append(resp.status_code)
+            stop.wait(30)
+
+    threads = [threading.Thread(target=occupy) for _ in range(3)]
+    try:
+        threads[0].start()
+        eventually(lambda: health(engine)["active"] == 1, timeout=10, what="one active")
+        for t in threads[1:]:
+            t.start()
+        eventually(lambda: health(engine)["queued"] == 2, timeout=10, what="two queued")
+        r = httpx.post(engine + "/v1/completions", json={**body, "stream": False})
+        assert r.status_code == 503
+        assert r.headers["retry-after"] == "1"
+        assert r.json()["error"]["type"] == "overloaded_error"
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    eventually(lambda: health(engine)["active"] == 0 and health(engine)["queued"] == 0,
+               timeout=10, what="the engine to drain")
