@@ -38,7 +38,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, astuple, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,14 @@ class Point:
     ttft_ms: float
 
 
+Samples = dict[int, list[Point]]
+"""Per concurrency, one point per repetition."""
+
+
+def median(points: list[Point]) -> Point:
+    return Point(*(statistics.median(v) for v in zip(*map(astuple, points), strict=True)))
+
+
 def summarize(reqs: list[Req]) -> Point:
     """Single request: decode rate; several: aggregate rate. TTFT is the mean."""
     ttft = statistics.fmean(r.first - r.submitted for r in reqs) * 1000
@@ -86,22 +94,16 @@ def summarize(reqs: list[Req]) -> Point:
     return Point(sum(r.tokens for r in reqs) / (max(r.last for r in reqs) - start), ttft)
 
 
-def median(points: list[Point]) -> Point:
-    return Point(
-        statistics.median(p.tok_s for p in points), statistics.median(p.ttft_ms for p in points)
-    )
-
-
-def measure(run: Callable[[int], list[Req]], reps: int) -> dict[int, Point]:
-    """Warm up once per concurrency, then take the median of ``reps`` runs."""
-    out: dict[int, Point] = {}
+def measure(run: Callable[[int], list[Req]], reps: int) -> Samples:
+    """Warm up once per concurrency, then run it ``reps`` times."""
+    out: Samples = {}
     for c in CONCURRENCY:
         run(c)
-        out[c] = median([summarize(run(c)) for _ in range(reps)])
+        out[c] = [summarize(run(c)) for _ in range(reps)]
     return out
 
 
-def direct(threads: int, max_tokens: int, reps: int) -> dict[int, Point]:
+def direct(threads: int, max_tokens: int, reps: int) -> Samples:
     from llama_cpp import Llama
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
@@ -223,7 +225,7 @@ def stop(proc: subprocess.Popen[bytes], engine_pids: list[int]) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def through_modelplane(threads: int, max_tokens: int, reps: int) -> dict[int, Point]:
+def through_modelplane(threads: int, max_tokens: int, reps: int) -> Samples:
     with tempfile.TemporaryDirectory(prefix="mp-bench-") as home:
         env = os.environ | {
             "MODELPLANE_HOME": home,
@@ -254,12 +256,12 @@ def through_modelplane(threads: int, max_tokens: int, reps: int) -> dict[int, Po
             print(log_path.read_text()[-4000:], file=sys.stderr)
             raise
         finally:
+            stop(proc, engine_pids)
             loop.run_until_complete(client.aclose())
             loop.close()
-            stop(proc, engine_pids)
 
 
-def report(args: argparse.Namespace, d: dict[int, Point], m: dict[int, Point]) -> dict[str, Any]:
+def report(args: argparse.Namespace, direct: Samples, mp: Samples) -> dict[str, Any]:
     facts = {
         "cpu_count": os.cpu_count(),
         "n_threads": args.threads,
@@ -273,19 +275,20 @@ def report(args: argparse.Namespace, d: dict[int, Point], m: dict[int, Point]) -
         table.add_column(h, justify="right")
     rows = []
     for c in CONCURRENCY:
+        d, m = median(direct[c]), median(mp[c])
         row = {
             "concurrency": c,
-            "direct_tok_s": d[c].tok_s,
-            "modelplane_tok_s": m[c].tok_s,
-            "ratio": m[c].tok_s / d[c].tok_s,
-            "direct_ttft_ms": d[c].ttft_ms,
-            "modelplane_ttft_ms": m[c].ttft_ms,
-            "extra_ttft_ms": m[c].ttft_ms - d[c].ttft_ms,
+            "direct_tok_s": d.tok_s,
+            "modelplane_tok_s": m.tok_s,
+            "ratio": m.tok_s / d.tok_s,
+            "direct_ttft_ms": d.ttft_ms,
+            "modelplane_ttft_ms": m.ttft_ms,
+            "extra_ttft_ms": m.ttft_ms - d.ttft_ms,
         }
         rows.append(row)
         cells = [f"{v:.2f}" if k == "ratio" else f"{v:.1f}" for k, v in row.items()]
         table.add_row(str(c), *cells[1:])
-    console = Console()
+    console = Console(width=120)
     console.print(table)
     r1 = rows[0]
     ok_ratio, ok_ttft = r1["ratio"] >= 0.90, r1["extra_ttft_ms"] <= 10
@@ -295,7 +298,11 @@ def report(args: argparse.Namespace, d: dict[int, Point], m: dict[int, Point]) -
     )
     console.print("tok/s: decode rate at concurrency 1, aggregate at 4; TTFT: mean per request")
     console.print(" · ".join(f"{k}={v}" for k, v in facts.items()))
-    return {"machine": facts, "rows": rows, "targets_met": ok_ratio and ok_ttft}
+    samples = {
+        side: {c: [asdict(p) for p in points] for c, points in data.items()}
+        for side, data in (("direct", direct), ("modelplane", mp))
+    }
+    return {"machine": facts, "rows": rows, "targets_met": ok_ratio and ok_ttft, "samples": samples}
 
 
 def main() -> None:

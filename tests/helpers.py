@@ -73,6 +73,8 @@ class Server:
             "MODELPLANE_CACHE_REFRESH_INTERVAL_S": "0.2",
             **env,
         }
+        if not self.env["MODELPLANE_ADMIN_KEY"]:
+            del self.env["MODELPLANE_ADMIN_KEY"]
         self.proc: subprocess.Popen[bytes] | None = None
         self._clients: dict[tuple[str, str], OpenAI] = {}
         self.http = httpx.Client(base_url=self.base_url, timeout=60.0,
