@@ -17,8 +17,7 @@ import pytest
 
 from tests.helpers import Server
 
-PG_URL = os.environ.get("MODELPLANE_TEST_POSTGRES_URL",
-                        "postgresql://postgres@127.0.0.1:5432/test")
+PG_URL = os.environ.get("MODELPLANE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_SERVICES = os.environ.get("MODELPLANE_REQUIRE_SERVICES") == "1"
 
 
@@ -36,10 +35,12 @@ def _pg_database() -> Iterator[str]:
     name = f"mp_test_{uuid.uuid4().hex[:12]}"
     try:
         asyncio.run(_pg(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         if REQUIRE_SERVICES:
-            pytest.fail(f"PostgreSQL is required (MODELPLANE_REQUIRE_SERVICES=1) but "
-                        f"unreachable at {PG_URL}: {exc}")
+            pytest.fail(
+                f"PostgreSQL is required (MODELPLANE_REQUIRE_SERVICES=1) but "
+                f"unreachable at {PG_URL}: {exc}"
+            )
         pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
     base = PG_URL.rsplit("/", 1)[0]
     try:
@@ -63,8 +64,9 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("home")
     server = Server(home, f"sqlite:///{home / 'modelplane.db'}").start()
     try:
-        resp = server.http.post("/api/endpoints", json={"name": "smollm2", "model": "smollm2",
-                                                        "replicas": 1})
+        resp = server.http.post(
+            "/api/endpoints", json={"name": "smollm2", "model": "smollm2", "replicas": 1}
+        )
         assert resp.status_code == 201, resp.text
         server.wait_ready("smollm2", 1)
         yield server

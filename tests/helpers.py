@@ -24,8 +24,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def eventually(check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.1,
-               what: str = "condition") -> Any:
+def eventually(
+    check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.1, what: str = "condition"
+) -> Any:
     """Poll ``check`` until it returns something truthy; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -77,15 +78,19 @@ class Server:
             del self.env["MODELPLANE_ADMIN_KEY"]
         self.proc: subprocess.Popen[bytes] | None = None
         self._clients: dict[tuple[str, str], OpenAI] = {}
-        self.http = httpx.Client(base_url=self.base_url, timeout=60.0,
-                                 headers={"authorization": f"Bearer {ADMIN_KEY}"})
+        self.http = httpx.Client(
+            base_url=self.base_url, timeout=60.0, headers={"authorization": f"Bearer {ADMIN_KEY}"}
+        )
 
     def start(self) -> Server:
         self.home.mkdir(parents=True, exist_ok=True)
         with (self.home / "server.log").open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "modelplane", "serve", "--port", str(self.port)],
-                env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
             )
         eventually(lambda: self._ready(), timeout=60, what="server /readyz")
         return self
@@ -93,8 +98,10 @@ class Server:
     def _ready(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise AssertionError(f"server exited with {self.proc.returncode}:\n"
-                                 + (self.home / "server.log").read_text()[-3000:])
+            raise AssertionError(
+                f"server exited with {self.proc.returncode}:\n"
+                + (self.home / "server.log").read_text()[-3000:]
+            )
         return httpx.get(self.base_url + "/readyz", timeout=2).status_code == 200
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -128,8 +135,9 @@ class Server:
             ready = [r for r in ep["replica_status"] if r["status"] == "ready"]
             return ep if len(ready) == count and len(ep["replica_status"]) == count else None
 
-        result: dict[str, Any] = eventually(check, timeout=timeout,
-                                            what=f"{count} ready replicas of {name}")
+        result: dict[str, Any] = eventually(
+            check, timeout=timeout, what=f"{count} ready replicas of {name}"
+        )
         return result
 
 
@@ -143,7 +151,7 @@ def engine_pids(home: Path) -> list[int]:
             cmd = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"engine" in cmd and b"serve" in cmd and str(home).encode() in b" ".join(cmd):
-            if pid_alive(int(proc.name)):
-                pids.append(int(proc.name))
+        ours = b"engine" in cmd and b"serve" in cmd and str(home).encode() in b" ".join(cmd)
+        if ours and pid_alive(int(proc.name)):
+            pids.append(int(proc.name))
     return pids

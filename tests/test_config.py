@@ -12,8 +12,14 @@ from modelplane.config import Settings
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
-    for var in ("MODELPLANE_HOME", "MODELPLANE_PORT", "MODELPLANE_CONFIG", "MODELPLANE_HOST",
-                "MODELPLANE_DATABASE_URL", "MODELPLANE_ADMIN_KEY"):
+    for var in (
+        "MODELPLANE_HOME",
+        "MODELPLANE_PORT",
+        "MODELPLANE_CONFIG",
+        "MODELPLANE_HOST",
+        "MODELPLANE_DATABASE_URL",
+        "MODELPLANE_ADMIN_KEY",
+    ):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -25,8 +31,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert s.sqlalchemy_url == f"sqlite+aiosqlite:///{tmp_path / '.modelplane' / 'modelplane.db'}"
 
 
-def test_yaml_then_dotenv_then_environment(monkeypatch: pytest.MonkeyPatch,
-                                           tmp_path: Path) -> None:
+def test_yaml_then_dotenv_then_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / "modelplane.yaml").write_text("port: 9000\nhost: 0.0.0.0\nlog_level: DEBUG\n")
     assert Settings().port == 9000
     (tmp_path / ".env").write_text("MODELPLANE_PORT=9100\nMODELPLANE_HOST=10.0.0.1\n")
@@ -36,8 +41,9 @@ def test_yaml_then_dotenv_then_environment(monkeypatch: pytest.MonkeyPatch,
     assert Settings().port == 9200
 
 
-def test_config_file_location_can_be_chosen(monkeypatch: pytest.MonkeyPatch,
-                                             tmp_path: Path) -> None:
+def test_config_file_location_can_be_chosen(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     cfg = tmp_path / "elsewhere.yaml"
     cfg.write_text("max_body_bytes: 1024\n")
     monkeypatch.setenv("MODELPLANE_CONFIG", str(cfg))

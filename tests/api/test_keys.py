@@ -71,8 +71,7 @@ def test_member_keys_cannot_change_the_control_plane(shared_server: Server) -> N
     h = {"authorization": f"Bearer {secret}"}
     base = shared_server.base_url
     assert httpx.get(base + "/api/endpoints", headers=h).status_code == 200
-    r = httpx.post(base + "/api/endpoints", headers=h,
-                   json={"name": "x", "model": "smollm2"})
+    r = httpx.post(base + "/api/endpoints", headers=h, json={"name": "x", "model": "smollm2"})
     assert r.status_code == 403
     assert httpx.post(base + "/api/keys", headers=h, json={"name": "y"}).status_code == 403
     assert httpx.delete(base + "/api/endpoints/smollm2", headers=h).status_code == 403
@@ -81,32 +80,35 @@ def test_member_keys_cannot_change_the_control_plane(shared_server: Server) -> N
 
 def test_expired_key_is_refused(shared_server: Server) -> None:
     soon = datetime.now(UTC) + timedelta(seconds=2)
-    r = shared_server.http.post("/api/keys", json={"name": "short", "expires_at":
-                                                   soon.isoformat()})
+    r = shared_server.http.post("/api/keys", json={"name": "short", "expires_at": soon.isoformat()})
     assert r.status_code == 201
     h = {"authorization": f"Bearer {r.json()['key']}"}
     url = shared_server.base_url + "/v1/models"
     assert httpx.get(url, headers=h).status_code == 200
-    eventually(lambda: httpx.get(url, headers=h).status_code == 401, timeout=10,
-               what="the key to expire")
+    eventually(
+        lambda: httpx.get(url, headers=h).status_code == 401, timeout=10, what="the key to expire"
+    )
     assert "expired" in httpx.get(url, headers=h).json()["error"]["message"]
 
 
 def test_key_expiring_in_the_past_is_refused(shared_server: Server) -> None:
-    r = shared_server.http.post("/api/keys", json={"name": "old",
-                                                   "expires_at": "2020-01-01T00:00:00Z"})
+    r = shared_server.http.post(
+        "/api/keys", json={"name": "old", "expires_at": "2020-01-01T00:00:00Z"}
+    )
     assert r.status_code == 400
     assert r.json()["param"] == "expires_at"
 
 
 @pytest.mark.parametrize(
     ("path", "body", "param"),
-    [("/api/keys", {"name": "x", "role": "emperor"}, "role"),
-     ("/api/keys", {"name": "x", "colour": "red"}, "colour"),
-     ("/api/endpoints", {"name": "Bad Name!", "model": "smollm2"}, "name"),
-     ("/api/endpoints", {"name": "ok", "model": "smollm2", "engine": "warp"}, "engine"),
-     ("/api/endpoints", {"name": "ok", "model": "smollm2", "replicas": -1}, "replicas"),
-     ("/api/endpoints", {"name": "ok"}, "model")],
+    [
+        ("/api/keys", {"name": "x", "role": "emperor"}, "role"),
+        ("/api/keys", {"name": "x", "colour": "red"}, "colour"),
+        ("/api/endpoints", {"name": "Bad Name!", "model": "smollm2"}, "name"),
+        ("/api/endpoints", {"name": "ok", "model": "smollm2", "engine": "warp"}, "engine"),
+        ("/api/endpoints", {"name": "ok", "model": "smollm2", "replicas": -1}, "replicas"),
+        ("/api/endpoints", {"name": "ok"}, "model"),
+    ],
 )
 def test_control_api_rejects_bad_input_with_problem_json(
     shared_server: Server, path: str, body: dict[str, object], param: str

@@ -54,11 +54,19 @@ def test_streamed_chat_completion_has_text_and_usage_in_last_chunk(
 
 def test_stream_usage_matches_non_stream_usage(shared_server: Server) -> None:
     client = shared_server.openai()
-    kw = {"model": "smollm2", "max_tokens": 12, "temperature": 0, "seed": 1,
-          "messages": [{"role": "user", "content": "Name three primary colors."}]}
+    kw = {
+        "model": "smollm2",
+        "max_tokens": 12,
+        "temperature": 0,
+        "seed": 1,
+        "messages": [{"role": "user", "content": "Name three primary colors."}],
+    }
     whole = client.chat.completions.create(**kw)  # type: ignore[call-overload]
-    chunks = list(client.chat.completions.create(  # type: ignore[call-overload]
-        **kw, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(  # type: ignore[call-overload]
+            **kw, stream=True, stream_options={"include_usage": True}
+        )
+    )
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert streamed == whole.choices[0].message.content
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
@@ -67,8 +75,9 @@ def test_stream_usage_matches_non_stream_usage(shared_server: Server) -> None:
 
 def test_completions_endpoint(shared_server: Server) -> None:
     client = shared_server.openai()
-    r = client.completions.create(model="smollm2", prompt="One, two, three,", max_tokens=5,
-                                  temperature=0)
+    r = client.completions.create(
+        model="smollm2", prompt="One, two, three,", max_tokens=5, temperature=0
+    )
     assert r.choices[0].text
     assert r.usage is not None and r.usage.completion_tokens == 5
     assert r.choices[0].finish_reason == "length"
@@ -82,8 +91,11 @@ def test_models_lists_endpoints(shared_server: Server) -> None:
 @pytest.mark.parametrize("key", [None, "mp-wrong", "not-even-a-key"])
 def test_missing_or_wrong_key_is_401(shared_server: Server, key: str | None) -> None:
     headers = {"authorization": f"Bearer {key}"} if key else {}
-    resp = httpx.post(shared_server.base_url + "/v1/chat/completions", headers=headers,
-                      json={"model": "smollm2", "messages": [{"role": "user", "content": "hi"}]})
+    resp = httpx.post(
+        shared_server.base_url + "/v1/chat/completions",
+        headers=headers,
+        json={"model": "smollm2", "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert resp.status_code == 401
     err = resp.json()["error"]
     assert err["type"] == "authentication_error"
@@ -99,7 +111,8 @@ def test_wrong_key_through_sdk_raises_authentication_error(shared_server: Server
 def test_unknown_model_is_404_model_not_found(shared_server: Server) -> None:
     with pytest.raises(openai.NotFoundError) as info:
         shared_server.openai().chat.completions.create(
-            model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+            model="no-such-model", messages=[{"role": "user", "content": "hi"}]
+        )
     body = info.value.body
     assert isinstance(body, dict)
     assert body["code"] == "model_not_found"
@@ -135,12 +148,18 @@ def test_invalid_parameters_are_400_naming_the_parameter(
 
 @pytest.mark.parametrize(
     ("raw", "param"),
-    [(b"{not json", None), (b"[]", None), (b'{"messages": []}', "model"),
-     (b'{"model": 3}', "model"), (b'{"model": "smollm2", "stream": "yes"}', "stream")],
+    [
+        (b"{not json", None),
+        (b"[]", None),
+        (b'{"messages": []}', "model"),
+        (b'{"model": 3}', "model"),
+        (b'{"model": "smollm2", "stream": "yes"}', "stream"),
+    ],
 )
 def test_malformed_bodies_are_400(shared_server: Server, raw: bytes, param: str | None) -> None:
-    resp = shared_server.http.post("/v1/chat/completions", content=raw,
-                                   headers={"content-type": "application/json"})
+    resp = shared_server.http.post(
+        "/v1/chat/completions", content=raw, headers={"content-type": "application/json"}
+    )
     assert resp.status_code == 400
     assert resp.json()["error"]["param"] == param
 
@@ -149,7 +168,8 @@ def test_oversized_body_is_413(shared_server: Server) -> None:
     huge = "x" * (5 * 1024 * 1024)
     with pytest.raises(openai.APIStatusError) as info:
         shared_server.openai().chat.completions.create(
-            model="smollm2", messages=[{"role": "user", "content": huge}])
+            model="smollm2", messages=[{"role": "user", "content": huge}]
+        )
     assert info.value.status_code == 413
     assert isinstance(info.value.body, dict)
     assert info.value.body["code"] == "payload_too_large"
@@ -160,8 +180,11 @@ def test_oversized_chunked_body_is_413(shared_server: Server) -> None:
         for _ in range(6):
             yield b"x" * (1024 * 1024)
 
-    resp = shared_server.http.post("/v1/chat/completions", content=body(),  # type: ignore[arg-type]
-                                   headers={"content-type": "application/json"})
+    resp = shared_server.http.post(
+        "/v1/chat/completions",
+        content=body(),  # type: ignore[arg-type]
+        headers={"content-type": "application/json"},
+    )
     assert resp.status_code == 413
     assert resp.json()["error"]["code"] == "payload_too_large"
 
@@ -181,7 +204,9 @@ def test_json_object_response_format_gives_json(shared_server: Server) -> None:
     import json
 
     r = shared_server.openai().chat.completions.create(
-        model="smollm2", max_tokens=60, temperature=0,
+        model="smollm2",
+        max_tokens=60,
+        temperature=0,
         response_format={"type": "json_object"},
         messages=[{"role": "user", "content": "Give the capital of France as JSON."}],
     )
@@ -193,12 +218,15 @@ def test_json_object_response_format_gives_json(shared_server: Server) -> None:
 
 
 def test_no_ready_replica_is_503_with_retry_after(shared_server: Server) -> None:
-    resp = shared_server.http.post("/api/endpoints", json={
-        "name": "sleeping", "model": "smollm2", "replicas": 0})
+    resp = shared_server.http.post(
+        "/api/endpoints", json={"name": "sleeping", "model": "smollm2", "replicas": 0}
+    )
     assert resp.status_code == 201
     try:
-        r = shared_server.http.post("/v1/chat/completions", json={
-            "model": "sleeping", "messages": [{"role": "user", "content": "hi"}]})
+        r = shared_server.http.post(
+            "/v1/chat/completions",
+            json={"model": "sleeping", "messages": [{"role": "user", "content": "hi"}]},
+        )
         assert r.status_code == 503
         assert int(r.headers["retry-after"]) >= 1
         assert r.json()["error"]["code"] == "no_ready_replica"
@@ -208,6 +236,7 @@ def test_no_ready_replica_is_503_with_retry_after(shared_server: Server) -> None
 
 
 def test_admin_key_is_not_accepted_in_other_schemes(shared_server: Server) -> None:
-    resp = httpx.get(shared_server.base_url + "/v1/models",
-                     headers={"authorization": f"Basic {ADMIN_KEY}"})
+    resp = httpx.get(
+        shared_server.base_url + "/v1/models", headers={"authorization": f"Basic {ADMIN_KEY}"}
+    )
     assert resp.status_code == 401

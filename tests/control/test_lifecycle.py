@@ -14,8 +14,11 @@ from tests.helpers import ADMIN_KEY, Server, engine_pids, eventually, pid_alive
 
 def _ask(server: Server) -> str:
     r = server.openai().chat.completions.create(
-        model="pair", max_tokens=8, temperature=0,
-        messages=[{"role": "user", "content": "Say hello."}])
+        model="pair",
+        max_tokens=8,
+        temperature=0,
+        messages=[{"role": "user", "content": "Say hello."}],
+    )
     return r.choices[0].message.content or ""
 
 
@@ -24,8 +27,9 @@ def test_endpoint_lifecycle(database_url: str, tmp_path: Path) -> None:
     server = Server(home, database_url).start()
     try:
         # Create with 2 replicas → both become ready, on distinct processes.
-        resp = server.http.post("/api/endpoints", json={
-            "name": "pair", "model": "smollm2", "replicas": 2})
+        resp = server.http.post(
+            "/api/endpoints", json={"name": "pair", "model": "smollm2", "replicas": 2}
+        )
         assert resp.status_code == 201, resp.text
         ep = server.wait_ready("pair", 2)
         pids = [r["pid"] for r in ep["replica_status"]]
@@ -53,10 +57,17 @@ def test_endpoint_lifecycle(database_url: str, tmp_path: Path) -> None:
             eventually(lambda: answered >= 2, timeout=30, what="traffic before the kill")
             os.kill(victim, signal.SIGKILL)
             restarted = eventually(
-                lambda: (lambda e: e if e["replica_status"][0]["pid"] != victim
-                         and e["replica_status"][0]["status"] == "ready" else None)(
-                    server.endpoint("pair")),
-                timeout=60, what="the killed replica to come back")
+                lambda: (
+                    lambda e: (
+                        e
+                        if e["replica_status"][0]["pid"] != victim
+                        and e["replica_status"][0]["status"] == "ready"
+                        else None
+                    )
+                )(server.endpoint("pair")),
+                timeout=60,
+                what="the killed replica to come back",
+            )
             seen = answered
             eventually(lambda: answered >= seen + 2, timeout=30, what="traffic after restart")
         finally:
@@ -81,14 +92,16 @@ def test_endpoint_lifecycle(database_url: str, tmp_path: Path) -> None:
 
         # Restart the server: the endpoint and keys come back, replicas are relaunched.
         server.close()
-        eventually(lambda: engine_pids(home) == [], timeout=20,
-                   what="replicas to stop with the server")
+        eventually(
+            lambda: engine_pids(home) == [], timeout=20, what="replicas to stop with the server"
+        )
         server = Server(home, database_url)
         server.start()
         ep = server.wait_ready("pair", 1)
         assert ep["replicas"] == 1
         member = server.openai(key=member_key).chat.completions.create(
-            model="pair", max_tokens=4, messages=[{"role": "user", "content": "hi"}])
+            model="pair", max_tokens=4, messages=[{"role": "user", "content": "hi"}]
+        )
         assert member.choices[0].message.content is not None
         keys = server.http.get("/api/keys").json()["data"]
         assert {k["name"] for k in keys} == {"admin", "ci"}
@@ -100,9 +113,11 @@ def test_endpoint_lifecycle(database_url: str, tmp_path: Path) -> None:
         assert not any(pid_alive(p) for p in pids)
         assert engine_pids(home) == []
         assert server.http.get("/api/endpoints/pair").status_code == 404
-        r = httpx.post(server.base_url + "/v1/chat/completions",
-                       headers={"authorization": f"Bearer {ADMIN_KEY}"},
-                       json={"model": "pair", "messages": [{"role": "user", "content": "x"}]})
+        r = httpx.post(
+            server.base_url + "/v1/chat/completions",
+            headers={"authorization": f"Bearer {ADMIN_KEY}"},
+            json={"model": "pair", "messages": [{"role": "user", "content": "x"}]},
+        )
         assert r.status_code == 404
     finally:
         server.close()

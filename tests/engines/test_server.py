@@ -25,13 +25,30 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     opts = {"n_threads": 1, "max_queue": 2}
     with log.open("ab") as f:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "modelplane", "engine", "serve", "--model", "smollm2",
-             "--port", str(port), "--options", json.dumps(opts)],
-            stdout=f, stderr=f, stdin=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "modelplane",
+                "engine",
+                "serve",
+                "--model",
+                "smollm2",
+                "--port",
+                str(port),
+                "--options",
+                json.dumps(opts),
+            ],
+            stdout=f,
+            stderr=f,
+            stdin=subprocess.DEVNULL,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
-        eventually(lambda: proc.poll() is None and httpx.get(url + "/health").status_code == 200,
-                   timeout=60, what="engine /health")
+        eventually(
+            lambda: proc.poll() is None and httpx.get(url + "/health").status_code == 200,
+            timeout=60,
+            what="engine /health",
+        )
         yield url
     finally:
         proc.terminate()
@@ -56,13 +73,16 @@ COUNTING = "Count from 1 to 1000, separated by commas: 1, 2, 3, 4,"
 
 
 def test_answers_simple_questions_correctly(client: OpenAI) -> None:
-    cases = {"What is the capital of France?": "paris",
-             "What is the capital of Japan?": "tokyo",
-             "Who wrote Romeo and Juliet?": "shakespeare",
-             "What color is the sky on a clear day?": "blue"}
+    cases = {
+        "What is the capital of France?": "paris",
+        "What is the capital of Japan?": "tokyo",
+        "Who wrote Romeo and Juliet?": "shakespeare",
+        "What color is the sky on a clear day?": "blue",
+    }
     for question, answer in cases.items():
         r = client.chat.completions.create(
-            model="smollm2", max_tokens=40, messages=[{"role": "user", "content": question}])
+            model="smollm2", max_tokens=40, messages=[{"role": "user", "content": question}]
+        )
         assert answer in (r.choices[0].message.content or "").lower(), question
 
 
@@ -76,8 +96,9 @@ def test_max_tokens_and_max_completion_tokens(client: OpenAI) -> None:
 
 
 def test_stop_sequence_ends_the_answer_without_it(client: OpenAI) -> None:
-    r = client.completions.create(model="m", prompt=COUNTING, max_tokens=40, temperature=0,
-                                  stop=["9"])
+    r = client.completions.create(
+        model="m", prompt=COUNTING, max_tokens=40, temperature=0, stop=["9"]
+    )
     text = r.choices[0].text
     assert "9" not in text
     assert r.choices[0].finish_reason == "stop"
@@ -88,16 +109,23 @@ def test_seed_makes_sampling_repeatable(client: OpenAI) -> None:
     kw = {"model": "m", "prompt": "Once upon a time", "max_tokens": 20, "temperature": 1.0}
     a = client.completions.create(**kw, seed=42).choices[0].text  # type: ignore[call-overload]
     b = client.completions.create(**kw, seed=42).choices[0].text  # type: ignore[call-overload]
-    others = {client.completions.create(**kw, seed=s).choices[0].text  # type: ignore[call-overload]
-              for s in (1, 2, 3)}
+    others = {
+        client.completions.create(**kw, seed=s).choices[0].text  # type: ignore[call-overload]
+        for s in (1, 2, 3)
+    }
     assert a == b
     assert len(others | {a}) > 1
 
 
 def test_logprobs_for_chat(client: OpenAI) -> None:
     r = client.chat.completions.create(
-        model="m", max_tokens=5, temperature=0, logprobs=True, top_logprobs=3,
-        messages=[{"role": "user", "content": "What is the capital of France?"}])
+        model="m",
+        max_tokens=5,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=3,
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+    )
     lp = r.choices[0].logprobs
     assert lp is not None and lp.content is not None
     assert len(lp.content) == 5
@@ -110,29 +138,38 @@ def test_logprobs_for_chat(client: OpenAI) -> None:
 
 
 def test_logprobs_for_completions(client: OpenAI) -> None:
-    r = client.completions.create(model="m", prompt="1, 2, 3,", max_tokens=3, temperature=0,
-                                  logprobs=2)
+    r = client.completions.create(
+        model="m", prompt="1, 2, 3,", max_tokens=3, temperature=0, logprobs=2
+    )
     lp = r.choices[0].logprobs
     assert lp is not None and lp.tokens is not None and lp.top_logprobs is not None
     assert len(lp.tokens) == 3 and all(len(t) == 2 for t in lp.top_logprobs)
 
 
 def test_json_schema_response_format(client: OpenAI) -> None:
-    schema = {"type": "object", "properties": {"city": {"type": "string"}},
-              "required": ["city"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
     r = client.chat.completions.create(
-        model="m", max_tokens=40, temperature=0,
-        response_format={"type": "json_schema",
-                         "json_schema": {"name": "answer", "schema": schema}},
-        messages=[{"role": "user", "content": "What is the capital of France?"}])
+        model="m",
+        max_tokens=40,
+        temperature=0,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": schema},
+        },
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+    )
     data = json.loads(r.choices[0].message.content or "")
     assert set(data) == {"city"} and isinstance(data["city"], str)
 
 
 def test_n_greater_than_one_is_refused(client: OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model="m", n=2,
-                                       messages=[{"role": "user", "content": "hi"}])
+        client.chat.completions.create(model="m", n=2, messages=[{"role": "user", "content": "hi"}])
     assert isinstance(info.value.body, dict) and info.value.body["param"] == "n"
 
 
@@ -144,28 +181,33 @@ def test_context_overflow_is_400(client: OpenAI) -> None:
 
 
 def test_client_disconnect_stops_generation(engine: str) -> None:
-    body = {"model": "m", "prompt": COUNTING, "max_tokens": 3000, "temperature": 0,
-            "stream": True}
-    with httpx.Client(timeout=60) as http, http.stream("POST", engine + "/v1/completions",
-                                                       json=body) as resp:
+    body = {"model": "m", "prompt": COUNTING, "max_tokens": 3000, "temperature": 0, "stream": True}
+    with (
+        httpx.Client(timeout=60) as http,
+        http.stream("POST", engine + "/v1/completions", json=body) as resp,
+    ):
         lines = resp.iter_lines()
         for _ in range(3):
             next(lines)
         assert health(engine)["active"] == 1
     # 3000 tokens would take tens of seconds; a cancelled one frees the engine at once.
-    eventually(lambda: health(engine)["active"] == 0, timeout=5,
-               what="generation to stop after the client left")
+    eventually(
+        lambda: health(engine)["active"] == 0,
+        timeout=5,
+        what="generation to stop after the client left",
+    )
 
 
 def test_full_queue_is_503_with_retry_after(engine: str) -> None:
-    body = {"model": "m", "prompt": COUNTING, "max_tokens": 3000, "temperature": 0,
-            "stream": True}
+    body = {"model": "m", "prompt": COUNTING, "max_tokens": 3000, "temperature": 0, "stream": True}
     stop = threading.Event()
     started: list[int] = []
 
     def occupy() -> None:
-        with httpx.Client(timeout=60) as http, http.stream(
-                "POST", engine + "/v1/completions", json=body) as resp:
+        with (
+            httpx.Client(timeout=60) as http,
+            http.stream("POST", engine + "/v1/completions", json=body) as resp,
+        ):
             started.append(resp.status_code)
             stop.wait(30)
 
@@ -184,5 +226,8 @@ def test_full_queue_is_503_with_retry_after(engine: str) -> None:
         stop.set()
         for t in threads:
             t.join(timeout=30)
-    eventually(lambda: health(engine)["active"] == 0 and health(engine)["queued"] == 0,
-               timeout=10, what="the engine to drain")
+    eventually(
+        lambda: health(engine)["active"] == 0 and health(engine)["queued"] == 0,
+        timeout=10,
+        what="the engine to drain",
+    )

@@ -29,8 +29,9 @@ async def test_migrations_create_the_schema_and_are_idempotent(db: Database) -> 
 async def test_endpoint_crud_and_revisions(db: Database) -> None:
     repo = EndpointRepo(db)
     r0 = await revision(db, "endpoints")
-    ep = await repo.add(name="a", engine="llamacpp", model="smollm2", replicas=2,
-                        options={"n_ctx": 512})
+    ep = await repo.add(
+        name="a", engine="llamacpp", model="smollm2", replicas=2, options={"n_ctx": 512}
+    )
     assert ep.generation == 1 and ep.options == {"n_ctx": 512}
     assert await revision(db, "endpoints") == r0 + 1
     with pytest.raises(DuplicateName):
@@ -48,8 +49,7 @@ async def test_endpoint_crud_and_revisions(db: Database) -> None:
 
 async def test_keys_are_stored_hashed(db: Database) -> None:
     repo = KeyRepo(db)
-    k = await repo.add(name="k", prefix="mp-abc", key_hash="f" * 64, role="member",
-                       expires_at=None)
+    k = await repo.add(name="k", prefix="mp-abc", key_hash="f" * 64, role="member", expires_at=None)
     assert k.created_at.tzinfo is not None
     revoked = await repo.revoke(k.id)
     assert revoked is not None and revoked.revoked_at is not None
