@@ -37,8 +37,9 @@ class Platform:
         preset = settings.admin_key.get_secret_value() if settings.admin_key else None
         new_admin = await keys.bootstrap_admin(settings.admin_key_path, preset)
         if new_admin:
-            log.warning("created the first admin key; it is in %s (mode 0600)",
-                        settings.admin_key_path)
+            log.warning(
+                "created the first admin key; it is in %s (mode 0600)", settings.admin_key_path
+            )
         await keys.start()
         runtime = runtimes.create(
             "local",

@@ -16,12 +16,17 @@ NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 MAX_REPLICAS = 64
 
 
-def _check(engine: str | None, replicas: int | None) -> None:
+def _check(engine: str | None, replicas: int | None, model: str | None = None) -> None:
     if engine is not None and engine not in engines.names():
         raise InvalidRequest(
             f"unknown engine '{engine}'; available: {', '.join(engines.names())}",
             param="engine",
         )
+    if engine is not None and model is not None:
+        try:
+            engines.check_model(engine, model)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param="model") from None
     if replicas is not None and not 0 <= replicas <= MAX_REPLICAS:
         raise InvalidRequest(f"replicas must be between 0 and {MAX_REPLICAS}", param="replicas")
 
@@ -57,7 +62,7 @@ class EndpointService:
                 "starting with a letter or digit",
                 param="name",
             )
-        _check(engine, replicas)
+        _check(engine, replicas, model)
         try:
             ep = await self.repo.add(
                 name=name, engine=engine, model=model, replicas=replicas, options=options
@@ -77,7 +82,13 @@ class EndpointService:
         return ep
 
     async def update(self, name: str, changes: dict[str, Any]) -> Endpoint:
-        _check(changes.get("engine"), changes.get("replicas"))
+        current = await self.get(name)
+        respec = "model" in changes or "engine" in changes
+        _check(
+            changes.get("engine", current.engine),
+            changes.get("replicas"),
+            changes.get("model", current.model) if respec else None,
+        )
         ep = await self.repo.update(name, changes)
         if ep is None:
             raise NotFound(f"no endpoint named '{name}'")

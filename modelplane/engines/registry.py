@@ -23,7 +23,7 @@ def names() -> list[str]:
     return sorted(_factories)
 
 
-def create(name: str, model: str, options: dict[str, Any]) -> Engine:
+def _factory(name: str) -> EngineFactory:
     try:
         factory = _factories[name]
     except KeyError:
@@ -32,7 +32,19 @@ def create(name: str, model: str, options: dict[str, Any]) -> Engine:
         module, _, attr = factory.partition(":")
         factory = getattr(importlib.import_module(module), attr)
         _factories[name] = factory
-    return factory(model=model, **options)
+    return factory
+
+
+def create(name: str, model: str, options: dict[str, Any]) -> Engine:
+    return _factory(name)(model=model, **options)
+
+
+def check_model(name: str, model: str) -> None:
+    """Raise ``ValueError`` if the engine can tell that ``model`` cannot be served here
+    (an engine's optional ``check_model`` static method), before any replica starts."""
+    check = getattr(_factory(name), "check_model", None)
+    if check is not None:
+        check(model)
 
 
 register("llamacpp", "modelplane.engines.llamacpp.engine:LlamaCppEngine")

@@ -52,6 +52,13 @@ class LlamaCppEngine:
             self._executor, max_queue=int(merged.get("max_queue", 64)), name="llamacpp"
         )
 
+    @staticmethod
+    def check_model(model: str) -> None:
+        try:
+            resolve_source(model)
+        except FileNotFoundError as exc:
+            raise ValueError(str(exc)) from None
+
     async def start(self) -> None:
         await self._scheduler.start()
 
@@ -132,7 +139,9 @@ class _LlamaExecutor:
                 "this model has no chat template; use /v1/completions", param="messages"
             )
         messages = list(req.messages)
-        if self._e.system_prompt is not None and not any(m.get("role") == "system" for m in messages):
+        if self._e.system_prompt is not None and not any(
+            m.get("role") == "system" for m in messages
+        ):
             messages.insert(0, {"role": "system", "content": self._e.system_prompt})
         try:
             rendered = self._formatter(messages=messages)
