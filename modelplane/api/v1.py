@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from modelplane.api.deps import CallerDep, PlatformDep
+from modelplane.asgi import until_disconnect
 from modelplane.gateway.proxy import peek
 
 router = APIRouter(prefix="/v1")
@@ -17,7 +18,11 @@ async def _forward(request: Request, platform: PlatformDep, path: str) -> Respon
     body = await request.body()
     model, stream = peek(body)
     rid: str = request.scope["state"]["request_id"]
-    up = await platform.proxy.forward(path, body, model, stream, rid)
+    _, up = await until_disconnect(
+        request.receive, platform.proxy.forward(path, body, model, stream, rid)
+    )
+    if up is None:  # the client left: the upstream request was cancelled with it
+        return Response(status_code=499)
     if up.stream is not None:
         return StreamingResponse(
             up.stream,

@@ -7,11 +7,10 @@ routes by endpoint name and the replica serves exactly one model.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -19,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
+from modelplane.asgi import until_disconnect
 from modelplane.engines.base import Delta, Engine, GenerateRequest, TokenLogprob
 from modelplane.engines.schemas import ChatCompletionRequest, CompletionRequest
 from modelplane.errors import (
@@ -29,7 +29,6 @@ from modelplane.errors import (
 )
 
 M = TypeVar("M", bound=BaseModel)
-T = TypeVar("T")
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
@@ -68,25 +67,6 @@ async def parse(request: Request, model: type[M]) -> M:
 
 def _error_response(err: ModelplaneError) -> JSONResponse:
     return JSONResponse(openai_envelope(err), status_code=err.status, headers=err.headers())
-
-
-async def _until_disconnect(request: Request, work: Awaitable[T]) -> T | None:
-    """Run ``work`` but cancel it if the client goes away first (frees the engine)."""
-    task = asyncio.ensure_future(work)
-
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    if not task.done():
-        task.cancel()
-        return None
-    return task.result()
 
 
 def _chat_logprobs(lps: list[TokenLogprob]) -> dict[str, Any] | None:
@@ -249,8 +229,8 @@ def create_engine_app(engine: Engine) -> FastAPI:
                 media_type="text/event-stream",
                 headers={"cache-control": "no-cache"},
             )
-        body = await _until_disconnect(request, _collect(shape, deltas))
-        if body is None:
+        finished, body = await until_disconnect(request.receive, _collect(shape, deltas))
+        if not finished:
             return Response(status_code=499)
         return Response(_dumps(body), media_type="application/json")
 

@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from tests.helpers import ADMIN_KEY, Server
+from tests.helpers import ADMIN_KEY, Server, eventually
 
 
 def test_chat_completion_answers_sensibly_with_correct_usage(shared_server: Server) -> None:
@@ -240,3 +240,38 @@ def test_admin_key_is_not_accepted_in_other_schemes(shared_server: Server) -> No
         shared_server.base_url + "/v1/models", headers={"authorization": f"Basic {ADMIN_KEY}"}
     )
     assert resp.status_code == 401
+
+
+def _replica_health(server: Server) -> dict[str, int]:
+    url = server.endpoint("smollm2")["replica_status"][0]["url"]
+    data: dict[str, int] = httpx.get(url + "/health").json()
+    return data
+
+
+COUNTING = "Count from 1 to 1000, separated by commas: 1, 2, 3, 4,"
+
+
+def test_client_disconnect_through_the_gateway_stops_generation(shared_server: Server) -> None:
+    body = {"model": "smollm2", "prompt": COUNTING, "max_tokens": 3000, "stream": True}
+    with shared_server.http.stream("POST", "/v1/completions", json=body) as resp:
+        lines = resp.iter_lines()
+        for _ in range(3):
+            next(lines)
+        assert _replica_health(shared_server)["active"] == 1
+    eventually(
+        lambda: _replica_health(shared_server)["active"] == 0,
+        timeout=5,
+        what="the replica to stop generating for a departed client",
+    )
+
+    with pytest.raises(httpx.ReadTimeout), httpx.Client(timeout=1.0) as http:
+        http.post(
+            shared_server.base_url + "/v1/completions",
+            json={**body, "stream": False},
+            headers={"authorization": f"Bearer {ADMIN_KEY}"},
+        )
+    eventually(
+        lambda: _replica_health(shared_server)["active"] == 0,
+        timeout=5,
+        what="the replica to stop a non-streaming generation",
+    )

@@ -11,8 +11,9 @@ from tests.helpers import Server, eventually, pid_alive
 
 
 def test_missing_model_file_is_refused_up_front(shared_server: Server) -> None:
-    r = shared_server.http.post("/api/endpoints", json={"name": "ghost",
-                                                        "model": "/no/such/model.gguf"})
+    r = shared_server.http.post(
+        "/api/endpoints", json={"name": "ghost", "model": "/no/such/model.gguf"}
+    )
     assert r.status_code == 400
     assert r.json()["param"] == "model"
     assert shared_server.http.get("/api/endpoints/ghost").status_code == 404
@@ -25,8 +26,10 @@ def test_serves_a_local_gguf_file_by_path(shared_server: Server) -> None:
     try:
         shared_server.wait_ready("by-path", 1)
         answer = shared_server.openai().chat.completions.create(
-            model="by-path", max_tokens=30,
-            messages=[{"role": "user", "content": "What is the capital of France?"}])
+            model="by-path",
+            max_tokens=30,
+            messages=[{"role": "user", "content": "What is the capital of France?"}],
+        )
         # A file given by path gets the engine's generic defaults, not the bundled
         # model's tuned ones, so only that it answers is checked here.
         assert answer.choices[0].message.content
@@ -44,13 +47,18 @@ def test_crashing_replica_is_restarted_with_backoff_and_reports_why(
     try:
         rep = eventually(
             lambda: (lambda reps: reps[0] if reps and reps[0]["restarts"] >= 2 else None)(
-                shared_server.endpoint("broken")["replica_status"]),
-            timeout=60, what="two restarts")
+                shared_server.endpoint("broken")["replica_status"]
+            ),
+            timeout=60,
+            what="two restarts",
+        )
         assert rep["status"] in ("failed", "starting")
         assert "exited with code" in rep["last_error"]
         assert shared_server.endpoint("broken")["status"] == "starting"
-        resp = shared_server.http.post("/v1/chat/completions", json={
-            "model": "broken", "messages": [{"role": "user", "content": "hi"}]})
+        resp = shared_server.http.post(
+            "/v1/chat/completions",
+            json={"model": "broken", "messages": [{"role": "user", "content": "hi"}]},
+        )
         assert resp.status_code == 503
         assert "retry-after" in resp.headers
     finally:
@@ -66,7 +74,8 @@ def test_changing_options_rolls_replicas_without_downtime(shared_server: Server)
         assert r.status_code == 200 and r.json()["generation"] == 2
         # While the new replica starts, the old one keeps answering.
         assert shared_server.openai().chat.completions.create(
-            model="roll", max_tokens=2, messages=[{"role": "user", "content": "hi"}])
+            model="roll", max_tokens=2, messages=[{"role": "user", "content": "hi"}]
+        )
 
         def rolled() -> dict[str, object] | None:
             reps = shared_server.endpoint("roll")["replica_status"]

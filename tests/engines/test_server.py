@@ -231,3 +231,14 @@ def test_full_queue_is_503_with_retry_after(engine: str) -> None:
         timeout=10,
         what="the engine to drain",
     )
+
+
+def test_client_disconnect_stops_a_non_streaming_generation(engine: str) -> None:
+    body = {"model": "m", "prompt": COUNTING, "max_tokens": 3000, "temperature": 0}
+    with pytest.raises(httpx.ReadTimeout), httpx.Client(timeout=1.0) as http:
+        http.post(engine + "/v1/completions", json=body)
+    eventually(
+        lambda: health(engine)["active"] == 0,
+        timeout=5,
+        what="generation to stop after the client left",
+    )
