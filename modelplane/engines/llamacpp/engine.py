@@ -26,6 +26,8 @@ class LlamaCppEngine:
     - ``default_system_prompt``: sent when a chat request has no system message
     - ``temperature`` / ``top_p`` / ``top_k`` / ``min_p``: sampling defaults
     - ``max_queue``: requests waiting beyond this are refused with 503
+    - ``nice``: how much lower than the rest of the process the decode threads run
+      (default 5; 0 keeps them equal), see ``_LlamaExecutor.load``
     - ``cache_dir``: where converted weights are kept
     """
 
@@ -43,6 +45,7 @@ class LlamaCppEngine:
         self.top_p = float(merged.get("top_p", 0.95))
         self.top_k = int(merged.get("top_k", 40))
         self.min_p = float(merged.get("min_p", 0.05))
+        self.nice = int(merged.get("nice", 5))
         self.cache_dir = Path(merged.get("cache_dir") or Path.home() / ".modelplane" / "weights")
         self.capabilities = Capabilities(
             chat=True, completions=True, logprobs=True, response_format=True, max_context=self.n_ctx
@@ -95,6 +98,13 @@ class _LlamaExecutor:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         e = self._e
+        if e.nice and hasattr(os, "nice"):
+            # Decoding keeps every core busy; the request path (this process's event
+            # loop, the gateway, the client) needs a core for a moment per token. At a
+            # lower priority the decode threads (this one and the OpenMP workers it
+            # spawns, which inherit it) yield the CPU at once when those wake, instead
+            # of after a scheduler tick, which is what costs latency.
+            os.nice(e.nice)
         path = converted(resolve_source(e.source), e.weights, e.cache_dir)
         llm = Llama(
             model_path=str(path),
