@@ -58,11 +58,22 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield from _pg_database()
 
 
-@pytest.fixture(scope="module")
-def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One server on SQLite with the bundled model (1 replica), shared by a module."""
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def shared_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """One server with the bundled model (1 replica), shared by a module's tests; the
+    module runs once on SQLite and once on PostgreSQL."""
     home = tmp_path_factory.mktemp("home")
-    server = Server(home, f"sqlite:///{home / 'modelplane.db'}").start()
+    if request.param == "sqlite":
+        yield from _serve(home, f"sqlite:///{home / 'modelplane.db'}")
+    else:
+        for url in _pg_database():
+            yield from _serve(home, url)
+
+
+def _serve(home: Path, database_url: str) -> Iterator[Server]:
+    server = Server(home, database_url).start()
     try:
         resp = server.http.post(
             "/api/endpoints", json={"name": "smollm2", "model": "smollm2", "replicas": 1}
