@@ -45,6 +45,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0]
+        if first.get("type") == "json_invalid":
+            return error_response(
+                InvalidRequest("the request body is not valid JSON"), request.url.path
+            )
         param = _param(tuple(first.get("loc", ())))
         msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
         return error_response(
@@ -55,6 +59,12 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: HTTPException) -> Response:
         if exc.status_code == 404:
             err: ModelplaneError = NotFound(f"no such path: {request.url.path}")
+        elif exc.status_code == 405:
+            allowed = {k.lower(): v for k, v in (exc.headers or {}).items()}.get("allow", "")
+            err = ModelplaneError(
+                f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
+            )
+            err.status, err.type, err.code = 405, "invalid_request_error", "method_not_allowed"
         else:
             err = ModelplaneError(str(exc.detail))
             err.status = exc.status_code

@@ -132,3 +132,14 @@ def test_control_api_needs_a_key(shared_server: Server) -> None:
     assert r.status_code == 401
     assert r.headers["content-type"] == "application/problem+json"
     assert ADMIN_KEY not in r.text
+
+
+def test_malformed_json_and_wrong_methods_are_clear(shared_server: Server) -> None:
+    r = shared_server.http.post("/api/endpoints", content=b"{bad",
+                                headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "not valid JSON" in r.json()["detail"]
+    r = shared_server.http.get("/v1/chat/completions")
+    assert r.status_code == 405
+    assert "POST" in r.json()["error"]["message"]
+    r = shared_server.http.get("/api/nothing-here")
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
