@@ -16,6 +16,8 @@ import httpx
 from openai import OpenAI
 
 ADMIN_KEY = "mp-test-admin-key-0123456789abcdefghijklmnopqrstuvwxyz"
+# A prompt the bundled model keeps answering until max_tokens: long generations on demand.
+COUNTING = "Count from 1 to 1000, separated by commas: 1, 2, 3, 4,"
 
 
 def free_port() -> int:

@@ -57,6 +57,17 @@ class _Common(BaseModel):
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
+    def _sampling(self, **specific: Any) -> SamplingParams:
+        return SamplingParams(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=self.stop_tuple,
+            seed=self.seed,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            **specific,
+        )
+
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -95,14 +106,8 @@ class ChatCompletionRequest(_Common):
         return v
 
     def sampling(self) -> SamplingParams:
-        return SamplingParams(
+        return self._sampling(
             max_tokens=self.max_completion_tokens or self.max_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            stop=self.stop_tuple,
-            seed=self.seed,
-            presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty,
             logprobs=self.logprobs,
             top_logprobs=self.top_logprobs or 0,
             response_format=self.response_format.model_dump() if self.response_format else None,
@@ -135,14 +140,8 @@ class CompletionRequest(_Common):
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
     def sampling(self) -> SamplingParams:
-        return SamplingParams(
+        return self._sampling(
             max_tokens=self.max_tokens or 16,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            stop=self.stop_tuple,
-            seed=self.seed,
-            presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty,
             logprobs=self.logprobs is not None,
             top_logprobs=self.logprobs or 0,
         )

@@ -138,41 +138,30 @@ class _Shape:
             }
             self.offset += len(d.text)
             obj = "text_completion"
+        return self._envelope(obj, [choice])
+
+    def _envelope(self, obj: str, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         return {
             "id": self.id,
             "object": obj,
             "created": self.created,
             "model": self.model,
-            "choices": [choice],
+            "choices": choices,
+            **extra,
         }
 
     def first_chunk(self) -> dict[str, Any] | None:
         if not self.chat:
             return None
-        return {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "delta": {"role": "assistant", "content": ""},
-                    "logprobs": None,
-                    "finish_reason": None,
-                }
-            ],
-        }
+        role = {"role": "assistant", "content": ""}
+        return self._envelope(
+            "chat.completion.chunk",
+            [{"index": 0, "delta": role, "logprobs": None, "finish_reason": None}],
+        )
 
     def usage_chunk(self, d: Delta) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "chat.completion.chunk" if self.chat else "text_completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": [],
-            "usage": _usage(d),
-        }
+        obj = "chat.completion.chunk" if self.chat else "text_completion"
+        return self._envelope(obj, [], usage=_usage(d))
 
     def whole(self, text: str, lps: list[TokenLogprob], last: Delta) -> dict[str, Any]:
         if self.chat:
@@ -191,14 +180,7 @@ class _Shape:
                 "finish_reason": last.finish_reason,
             }
             obj = "text_completion"
-        return {
-            "id": self.id,
-            "object": obj,
-            "created": self.created,
-            "model": self.model,
-            "choices": [choice],
-            "usage": _usage(last),
-        }
+        return self._envelope(obj, [choice], usage=_usage(last))
 
 
 def create_engine_app(engine: Engine) -> FastAPI:

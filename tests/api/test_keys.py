@@ -135,8 +135,9 @@ def test_control_api_needs_a_key(shared_server: Server) -> None:
 
 
 def test_malformed_json_and_wrong_methods_are_clear(shared_server: Server) -> None:
-    r = shared_server.http.post("/api/endpoints", content=b"{bad",
-                                headers={"content-type": "application/json"})
+    r = shared_server.http.post(
+        "/api/endpoints", content=b"{bad", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400 and "not valid JSON" in r.json()["detail"]
     r = shared_server.http.get("/v1/chat/completions")
     assert r.status_code == 405

@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from tests.helpers import ADMIN_KEY, Server, eventually
+from tests.helpers import ADMIN_KEY, COUNTING, Server, eventually
 
 
 def test_chat_completion_answers_sensibly_with_correct_usage(shared_server: Server) -> None:
@@ -246,9 +246,6 @@ def _replica_health(server: Server) -> dict[str, int]:
     url = server.endpoint("smollm2")["replica_status"][0]["url"]
     data: dict[str, int] = httpx.get(url + "/health").json()
     return data
-
-
-COUNTING = "Count from 1 to 1000, separated by commas: 1, 2, 3, 4,"
 
 
 def test_client_disconnect_through_the_gateway_stops_generation(shared_server: Server) -> None:

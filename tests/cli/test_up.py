@@ -15,9 +15,8 @@ from tests.helpers import engine_pids, eventually, free_port
 MODELPLANE = Path(sys.executable).parent / "modelplane"
 
 
-def test_up_serves_the_bundled_model_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    port = free_port()
+def start_up(home: Path, port: int, out: Path) -> subprocess.Popen[bytes]:
+    """``modelplane up`` as a user would type it, with its own home and port."""
     env = {
         **os.environ,
         "MODELPLANE_HOME": str(home),
@@ -25,15 +24,21 @@ def test_up_serves_the_bundled_model_and_ctrl_c_stops_everything(tmp_path: Path)
         "MODELPLANE_ENGINE_THREADS": "1",
     }
     env.pop("MODELPLANE_ADMIN_KEY", None)
-    out = tmp_path / "up.out"
     with out.open("wb") as f:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [str(MODELPLANE), "up", "--port", str(port)],
             env=env,
             stdout=f,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
+
+
+def test_up_serves_the_bundled_model_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    port = free_port()
+    out = tmp_path / "up.out"
+    proc = start_up(home, port, out)
     try:
         eventually(
             lambda: "modelplane is up" in out.read_text() or proc.poll() is not None,
@@ -64,16 +69,7 @@ def test_up_serves_the_bundled_model_and_ctrl_c_stops_everything(tmp_path: Path)
 
 def test_server_death_takes_its_replicas_with_it(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    port = free_port()
-    env = {**os.environ, "MODELPLANE_HOME": str(home), "MODELPLANE_ENGINE_THREADS": "1"}
-    with (tmp_path / "up.out").open("wb") as f:
-        proc = subprocess.Popen(
-            [str(MODELPLANE), "up", "--port", str(port)],
-            env=env,
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+    proc = start_up(home, free_port(), tmp_path / "up.out")
     try:
         eventually(lambda: len(engine_pids(home)) == 1, timeout=60, what="a replica")
     finally:

@@ -15,7 +15,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.helpers import eventually, free_port
+from tests.helpers import COUNTING, eventually, free_port
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +67,6 @@ def client(engine: str) -> Iterator[OpenAI]:
 def health(engine: str) -> dict[str, int]:
     data: dict[str, int] = httpx.get(engine + "/health").json()
     return data
-
-
-COUNTING = "Count from 1 to 1000, separated by commas: 1, 2, 3, 4,"
 
 
 def test_answers_simple_questions_correctly(client: OpenAI) -> None:
