@@ -5,11 +5,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from modelplane.gateway import balancing
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _check_balancing(options: dict[str, Any] | None) -> dict[str, Any] | None:
+    name = (options or {}).get("balancing")
+    if name is not None and name not in balancing.STRATEGIES:
+        raise ValueError(
+            f"unknown balancing strategy '{name}'; choose one of "
+            f"{', '.join(sorted(balancing.STRATEGIES))}"
+        )
+    return options
 
 
 class EndpointCreate(_Strict):
@@ -19,12 +31,16 @@ class EndpointCreate(_Strict):
     replicas: int = Field(default=1, ge=0)
     options: dict[str, Any] = Field(default_factory=dict)
 
+    _balancing = field_validator("options")(_check_balancing)
+
 
 class EndpointPatch(_Strict):
     model: str | None = Field(default=None, min_length=1)
     engine: str | None = None
     replicas: int | None = Field(default=None, ge=0)
     options: dict[str, Any] | None = None
+
+    _balancing = field_validator("options")(_check_balancing)
 
     def changes(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)

@@ -20,8 +20,6 @@ from modelplane.telemetry.logging import configure
 
 app = typer.Typer(no_args_is_help=True, help="Run model engines.")
 
-GATEWAY_OPTIONS = ("balancing",)
-
 
 def _die_with_parent(parent_pid: int) -> None:
     """End this replica when the process that started it is gone, even if it was
@@ -59,11 +57,9 @@ def serve(
         opts = json.loads(options)
     except ValueError:
         raise typer.BadParameter("--options must be a JSON object") from None
-    for key in GATEWAY_OPTIONS:
-        opts.pop(key, None)
     try:
         eng = registry.create(engine, model, opts)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
     uvicorn.run(
         create_engine_app(eng),

@@ -9,26 +9,32 @@ from modelplane.control.reconciler import Reconciler
 from modelplane.engines import registry as engines
 from modelplane.errors import Conflict, InvalidRequest, NotFound
 from modelplane.runtimes.base import ReplicaStatus
-from modelplane.store.records import Endpoint
+from modelplane.store.records import GATEWAY_OPTIONS, Endpoint
 from modelplane.store.repos import DuplicateName, EndpointRepo
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 MAX_REPLICAS = 64
 
 
-def _check(engine: str | None, replicas: int | None, model: str | None = None) -> None:
-    if engine is not None and engine not in engines.names():
+def _check_replicas(replicas: int | None) -> None:
+    if replicas is not None and not 0 <= replicas <= MAX_REPLICAS:
+        raise InvalidRequest(f"replicas must be between 0 and {MAX_REPLICAS}", param="replicas")
+
+
+def _check_spec(engine: str, model: str, options: dict[str, Any]) -> None:
+    if engine not in engines.names():
         raise InvalidRequest(
             f"unknown engine '{engine}'; available: {', '.join(engines.names())}",
             param="engine",
         )
-    if engine is not None and model is not None:
-        try:
-            engines.check_model(engine, model)
-        except ValueError as exc:
-            raise InvalidRequest(str(exc), param="model") from None
-    if replicas is not None and not 0 <= replicas <= MAX_REPLICAS:
-        raise InvalidRequest(f"replicas must be between 0 and {MAX_REPLICAS}", param="replicas")
+    engine_options = {k: v for k, v in options.items() if k not in GATEWAY_OPTIONS}
+    try:
+        engines.check(engine, model, engine_options)
+    except ValueError as exc:
+        msg = str(exc)
+        raise InvalidRequest(
+            msg, param="options" if msg.startswith("options.") else "model"
+        ) from None
 
 
 class EndpointService:
@@ -62,7 +68,8 @@ class EndpointService:
                 "starting with a letter or digit",
                 param="name",
             )
-        _check(engine, replicas, model)
+        _check_replicas(replicas)
+        _check_spec(engine, model, options)
         try:
             ep = await self.repo.add(
                 name=name, engine=engine, model=model, replicas=replicas, options=options
@@ -83,12 +90,13 @@ class EndpointService:
 
     async def update(self, name: str, changes: dict[str, Any]) -> Endpoint:
         current = await self.get(name)
-        respec = "model" in changes or "engine" in changes
-        _check(
-            changes.get("engine", current.engine),
-            changes.get("replicas"),
-            changes.get("model", current.model) if respec else None,
-        )
+        _check_replicas(changes.get("replicas"))
+        if changes.keys() & {"engine", "model", "options"}:
+            _check_spec(
+                changes.get("engine", current.engine),
+                changes.get("model", current.model),
+                changes.get("options", current.options),
+            )
         ep = await self.repo.update(name, changes)
         if ep is None:
             raise NotFound(f"no endpoint named '{name}'")

@@ -39,12 +39,12 @@ def create(name: str, model: str, options: dict[str, Any]) -> Engine:
     return _factory(name)(model=model, **options)
 
 
-def check_model(name: str, model: str) -> None:
-    """Raise ``ValueError`` if the engine can tell that ``model`` cannot be served here
-    (an engine's optional ``check_model`` static method), before any replica starts."""
-    check = getattr(_factory(name), "check_model", None)
-    if check is not None:
-        check(model)
+def check(name: str, model: str, options: dict[str, Any]) -> None:
+    """Raise ``ValueError`` if the engine can tell that ``model`` with ``options`` cannot
+    be served (an engine's optional static ``check``), before any replica starts."""
+    checker = getattr(_factory(name), "check", None)
+    if checker is not None:
+        checker(model, options)
 
 
 register("llamacpp", "modelplane.engines.llamacpp.engine:LlamaCppEngine")

@@ -82,6 +82,7 @@ class Scheduler:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._loaded: asyncio.Future[None] | None = None
         self.active = 0
+        self.served = 0
 
     @property
     def queued(self) -> int:
@@ -166,6 +167,7 @@ class Scheduler:
                 for seq in done:
                     seq.finish()
                     active.remove(seq)
+                    self.served += 1
                 self.active = len(active)
         finally:
             self._executor.unload()

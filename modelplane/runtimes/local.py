@@ -56,7 +56,7 @@ class _Supervisor:
 
     def command(self, port: int) -> list[str]:
         ep = self.ep
-        opts = dict(ep.options)
+        opts = ep.engine_options()
         opts.setdefault("n_threads", self.rt.threads_for(ep))
         opts.setdefault("cache_dir", str(self.rt.home / "weights"))
         return [

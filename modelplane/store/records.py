@@ -20,6 +20,10 @@ class ApiKey:
     last_used_at: datetime | None
 
 
+GATEWAY_OPTIONS = frozenset({"balancing"})
+"""Endpoint options that the gateway reads; every other option goes to the engine."""
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     id: str
@@ -31,3 +35,6 @@ class Endpoint:
     generation: int
     created_at: datetime
     updated_at: datetime
+
+    def engine_options(self) -> dict[str, Any]:
+        return {k: v for k, v in self.options.items() if k not in GATEWAY_OPTIONS}

@@ -144,3 +144,12 @@ def test_malformed_json_and_wrong_methods_are_clear(shared_server: Server) -> No
     assert "POST" in r.json()["error"]["message"]
     r = shared_server.http.get("/api/nothing-here")
     assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+
+
+def test_bad_options_on_update_change_nothing(shared_server: Server) -> None:
+    before = shared_server.endpoint("smollm2")
+    r = shared_server.http.patch("/api/endpoints/smollm2", json={"options": {"top_p": 7}})
+    assert r.status_code == 400 and "top_p" in r.json()["detail"]
+    after = shared_server.endpoint("smollm2")
+    assert after["generation"] == before["generation"]
+    assert after["options"] == before["options"]

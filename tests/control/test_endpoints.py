@@ -94,3 +94,29 @@ def test_health_and_readiness_need_no_key(shared_server: Server) -> None:
     ready = httpx.get(shared_server.base_url + "/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"database": "ok", "reconciler": "ok"}
+
+
+def test_round_robin_balancing_spreads_requests_over_replicas(shared_server: Server) -> None:
+    r = shared_server.http.post(
+        "/api/endpoints",
+        json={
+            "name": "rr",
+            "model": "smollm2",
+            "replicas": 2,
+            "options": {"balancing": "round_robin", "max_queue": 8},
+        },
+    )
+    assert r.status_code == 201, r.text
+    try:
+        reps = shared_server.wait_ready("rr", 2)["replica_status"]
+
+        def served(url: str) -> int:
+            return int(httpx.get(url + "/health").json()["served"])
+
+        before = {rep["url"]: served(rep["url"]) for rep in reps}
+        for _ in range(6):
+            shared_server.openai().completions.create(model="rr", prompt="Hi", max_tokens=1)
+        after = {url: served(url) for url in before}
+        assert sorted(after[u] - before[u] for u in before) == [3, 3]
+    finally:
+        shared_server.http.delete("/api/endpoints/rr")

@@ -9,8 +9,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from modelplane.engines.base import Capabilities, Delta, GenerateRequest, TokenLogprob
 from modelplane.engines.bundled import BUNDLED
+from modelplane.engines.llamacpp.options import LlamaCppOptions
 from modelplane.engines.llamacpp.weights import converted, resolve_source
 from modelplane.engines.scheduler import Scheduler, Sequence
 from modelplane.engines.text import TextStream
@@ -18,49 +21,36 @@ from modelplane.errors import InvalidRequest
 
 
 class LlamaCppEngine:
-    """Options (engine options of an endpoint):
-
-    - ``n_threads``: decode threads (default: all cores)
-    - ``n_ctx``: context length in tokens
-    - ``weights``: ``native`` | ``f16`` | ``f32`` | ``q8_0`` precision at load
-    - ``default_system_prompt``: sent when a chat request has no system message
-    - ``temperature`` / ``top_p`` / ``top_k`` / ``min_p``: sampling defaults
-    - ``max_queue``: requests waiting beyond this are refused with 503
-    - ``nice``: how much lower than the rest of the process the decode threads run
-      (default 5; 0 keeps them equal), see ``_LlamaExecutor.load``
-    - ``cache_dir``: where converted weights are kept
-    """
+    """A GGUF model (a bundled one by name, or a file by path); options are
+    ``LlamaCppOptions``."""
 
     def __init__(self, model: str, **options: Any) -> None:
-        bundled = BUNDLED.get(model)
-        merged: dict[str, Any] = dict(bundled.defaults) if bundled else {}
-        merged.update({k: v for k, v in options.items() if v is not None})
-        self.model_id = model if bundled else Path(model).stem
+        opts = LlamaCppOptions.for_model(model, options)
+        self.model_id = model if model in BUNDLED else Path(model).stem
         self.source = model
-        self.n_threads = int(merged.get("n_threads") or os.cpu_count() or 1)
-        self.n_ctx = int(merged.get("n_ctx", 4096))
-        self.weights = str(merged.get("weights", "native"))
-        self.system_prompt: str | None = merged.get("default_system_prompt")
-        self.temperature = float(merged.get("temperature", 0.8))
-        self.top_p = float(merged.get("top_p", 0.95))
-        self.top_k = int(merged.get("top_k", 40))
-        self.min_p = float(merged.get("min_p", 0.05))
-        self.nice = int(merged.get("nice", 5))
-        self.cache_dir = Path(merged.get("cache_dir") or Path.home() / ".modelplane" / "weights")
+        self.options = opts
+        self.n_threads = opts.n_threads or os.cpu_count() or 1
+        self.n_ctx = opts.n_ctx
+        self.cache_dir = Path(opts.cache_dir or Path.home() / ".modelplane" / "weights")
         self.capabilities = Capabilities(
             chat=True, completions=True, logprobs=True, response_format=True, max_context=self.n_ctx
         )
         self._executor = _LlamaExecutor(self)
-        self._scheduler = Scheduler(
-            self._executor, max_queue=int(merged.get("max_queue", 64)), name="llamacpp"
-        )
+        self._scheduler = Scheduler(self._executor, max_queue=opts.max_queue, name="llamacpp")
 
     @staticmethod
-    def check_model(model: str) -> None:
+    def check(model: str, options: dict[str, Any]) -> None:
+        """Raise ``ValueError`` naming what is wrong, before any replica starts."""
         try:
             resolve_source(model)
         except FileNotFoundError as exc:
             raise ValueError(str(exc)) from None
+        try:
+            LlamaCppOptions.for_model(model, options)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ValueError(f"options.{where}: {err['msg']}") from None
 
     async def start(self) -> None:
         await self._scheduler.start()
@@ -79,6 +69,7 @@ class LlamaCppEngine:
             "model": self.model_id,
             "active": self._scheduler.active,
             "queued": self._scheduler.queued,
+            "served": self._scheduler.served,
         }
 
 
@@ -98,14 +89,14 @@ class _LlamaExecutor:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         e = self._e
-        if e.nice and hasattr(os, "nice"):
+        if e.options.nice and hasattr(os, "nice"):
             # Decoding keeps every core busy; the request path (this process's event
             # loop, the gateway, the client) needs a core for a moment per token. At a
             # lower priority the decode threads (this one and the OpenMP workers it
             # spawns, which inherit it) yield the CPU at once when those wake, instead
             # of after a scheduler tick, which is what costs latency.
-            os.nice(e.nice)
-        path = converted(resolve_source(e.source), e.weights, e.cache_dir)
+            os.nice(e.options.nice)
+        path = converted(resolve_source(e.source), e.options.weights, e.cache_dir)
         llm = Llama(
             model_path=str(path),
             n_ctx=e.n_ctx,
@@ -149,10 +140,9 @@ class _LlamaExecutor:
                 "this model has no chat template; use /v1/completions", param="messages"
             )
         messages = list(req.messages)
-        if self._e.system_prompt is not None and not any(
-            m.get("role") == "system" for m in messages
-        ):
-            messages.insert(0, {"role": "system", "content": self._e.system_prompt})
+        system = self._e.options.default_system_prompt
+        if system is not None and not any(m.get("role") == "system" for m in messages):
+            messages.insert(0, {"role": "system", "content": system})
         try:
             rendered = self._formatter(messages=messages)
         except Exception as exc:  # jinja errors from a template that rejects the input
@@ -197,15 +187,16 @@ class _LlamaExecutor:
         limit = min(p.max_tokens or room, room)
         grammar = self._grammar(p.response_format)
         llm.set_seed(p.seed if p.seed is not None else random.getrandbits(31))
-        temp = e.temperature if p.temperature is None else p.temperature
+        o = e.options
+        temp = o.temperature if p.temperature is None else p.temperature
         text = TextStream(p.stop)
         n = 0
         finish: Any = "length"
         gen = llm.generate(
             tokens,
-            top_k=e.top_k,
-            top_p=e.top_p if p.top_p is None else p.top_p,
-            min_p=e.min_p,
+            top_k=o.top_k,
+            top_p=o.top_p if p.top_p is None else p.top_p,
+            min_p=o.min_p,
             temp=temp,
             repeat_penalty=1.0,
             frequency_penalty=p.frequency_penalty,
