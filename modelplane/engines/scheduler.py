@@ -83,6 +83,7 @@ class Scheduler:
         self._loaded: asyncio.Future[None] | None = None
         self.active = 0
         self.served = 0
+        self._active: list[Sequence] = []
 
     @property
     def queued(self) -> int:
@@ -114,6 +115,9 @@ class Scheduler:
             for seq in self._waiting:
                 seq.fail(Overloaded("the engine shut down before this request started"))
             self._waiting.clear()
+            # Running generations stop at their next token instead of holding shutdown.
+            for seq in self._active:
+                seq.cancelled = True
             self._cv.notify()
         if self._thread.is_alive():
             await asyncio.to_thread(self._thread.join)
@@ -139,7 +143,7 @@ class Scheduler:
             self._resolve_loaded(exc)
             return
         self._resolve_loaded(None)
-        active: list[Sequence] = []
+        active = self._active
         try:
             while True:
                 with self._cv:

@@ -27,6 +27,7 @@ from modelplane.store.records import Endpoint
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 10.0
+LOG_ROTATE_BYTES = 10 * 1024 * 1024
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -86,7 +87,7 @@ class _Supervisor:
             port = free_port()
             r.url = f"http://127.0.0.1:{port}"
             self._set(ReplicaStatus.STARTING)
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._rotate_log()
             with self.log_path.open("ab") as logf:
                 self.proc = await asyncio.create_subprocess_exec(
                     *self.command(port),
@@ -115,6 +116,13 @@ class _Supervisor:
             )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.rt.backoff_max_s)
+
+    def _rotate_log(self) -> None:
+        """Keep one previous log; a replica that crash-loops must not fill the disk."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            if self.log_path.stat().st_size > LOG_ROTATE_BYTES:
+                os.replace(self.log_path, self.log_path.with_suffix(".log.1"))
 
     def _set(self, status: ReplicaStatus) -> None:
         self.replica.status = status

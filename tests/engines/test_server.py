@@ -18,10 +18,9 @@ from openai import OpenAI
 from tests.helpers import COUNTING, eventually, free_port
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def start_engine(workdir: Path) -> tuple[str, subprocess.Popen[bytes]]:
     port = free_port()
-    log = tmp_path_factory.mktemp("engine") / "engine.log"
+    log = workdir / "engine.log"
     opts = {"n_threads": 1, "max_queue": 2}
     with log.open("ab") as f:
         proc = subprocess.Popen(
@@ -43,18 +42,25 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             stdin=subprocess.DEVNULL,
         )
     url = f"http://127.0.0.1:{port}"
+    eventually(
+        lambda: proc.poll() is None and httpx.get(url + "/health").status_code == 200,
+        timeout=60,
+        what="engine /health",
+    )
+    return url, proc
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    workdir = tmp_path_factory.mktemp("engine")
+    url, proc = start_engine(workdir)
     try:
-        eventually(
-            lambda: proc.poll() is None and httpx.get(url + "/health").status_code == 200,
-            timeout=60,
-            what="engine /health",
-        )
         yield url
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     # uvicorn re-raises the signal after a graceful shutdown: -SIGTERM is a clean exit.
-    assert proc.returncode in (0, -signal.SIGTERM), Path(log).read_text()[-2000:]
+    assert proc.returncode in (0, -signal.SIGTERM), (workdir / "engine.log").read_text()[-2000:]
 
 
 @pytest.fixture(scope="module")
@@ -239,3 +245,28 @@ def test_client_disconnect_stops_a_non_streaming_generation(engine: str) -> None
         timeout=5,
         what="generation to stop after the client left",
     )
+
+
+def test_sigterm_during_a_long_generation_stops_the_engine_promptly(tmp_path: Path) -> None:
+    url, proc = start_engine(tmp_path)
+    body = {"model": "m", "prompt": COUNTING, "max_tokens": 3000, "temperature": 0}
+    errors: list[BaseException] = []
+
+    def generate() -> None:
+        try:
+            httpx.post(url + "/v1/completions", json=body, timeout=60)
+        except httpx.HTTPError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=generate)
+    t.start()
+    try:
+        eventually(lambda: health(url)["active"] == 1, timeout=10, what="a running generation")
+        proc.terminate()
+        # The generation alone would take half a minute; shutdown must not wait for it.
+        proc.wait(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        t.join(timeout=30)
+    assert proc.returncode in (0, -signal.SIGTERM)
