@@ -13,6 +13,7 @@
     ├── Overloaded                  (503 overloaded; carries ``retry_after``)
     │   └── NoReadyReplica          (503 no_ready_replica)
     └── UpstreamError               (502 upstream_error)
+        └── UpstreamTimeout         (504 upstream_timeout)
 
 Every error is rendered in exactly one place (``api/errors.py``): as the OpenAI error
 envelope on ``/v1`` and engine routes, and as RFC 9457 problem+json on ``/api``.
@@ -107,6 +108,11 @@ class UpstreamError(ModelplaneError):
     status = 502
     type = "upstream_error"
     code = "upstream_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
 
 
 def openai_envelope(err: ModelplaneError) -> dict[str, object]:

@@ -8,7 +8,6 @@ After the first streamed byte there is no retry: the stream ends with an error e
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -21,6 +20,7 @@ from modelplane.errors import (
     InvalidRequest,
     NoReadyReplica,
     UpstreamError,
+    UpstreamTimeout,
     openai_envelope,
 )
 from modelplane.gateway.router import Router
@@ -28,8 +28,9 @@ from modelplane.gateway.router import Router
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
-# Failures that happen before anything reached the client, so another replica may try.
-_RETRYABLE = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError)
+# Failures of one replica that happened before anything reached the client, so another
+# replica may try (connect timeouts are ClientConnectionErrors; the total timeout is not).
+_RETRYABLE = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
 
 
 def peek(body: bytes) -> tuple[str, bool]:
@@ -132,6 +133,12 @@ class Proxy:
                     model,
                     type(exc).__name__,
                 )
+            except TimeoutError:  # the total timeout (connect timeouts retried above)
+                await stack.aclose()
+                raise UpstreamTimeout(
+                    f"'{model}' did not answer within {self.timeout.total:.0f} s "
+                    "(MODELPLANE_UPSTREAM_TIMEOUT_S)"
+                ) from None
             except BaseException:
                 await stack.aclose()
                 raise
