@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from typing import Annotated
 
 import typer
@@ -40,7 +41,23 @@ def _settings(host: str | None, port: int | None) -> Settings:
     return Settings(**overrides)  # type: ignore[arg-type]
 
 
+def _check_port(settings: Settings) -> None:
+    """Fail before anything starts (replicas included) when the address is taken."""
+    try:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((settings.host, settings.port))
+    except OSError as exc:
+        console.print(
+            f"[red]cannot listen on {settings.host}:{settings.port}:[/] "
+            f"{exc.strerror}. Is modelplane already running? Choose another "
+            "port with --port."
+        )
+        raise typer.Exit(1) from None
+
+
 def _server(settings: Settings) -> tuple[uvicorn.Server, FastAPI]:
+    _check_port(settings)
     configure(settings.log_format, settings.log_level)
     app = create_app(settings)
     config = uvicorn.Config(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -80,3 +81,16 @@ def test_server_death_takes_its_replicas_with_it(tmp_path: Path) -> None:
         timeout=10,
         what="orphaned replicas to exit after the server was killed",
     )
+
+
+def test_up_on_a_busy_port_says_so_and_starts_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = start_up(home, port, tmp_path / "up.out")
+        assert proc.wait(timeout=60) == 1
+    text = (tmp_path / "up.out").read_text()
+    assert f"cannot listen on 127.0.0.1:{port}" in text and "--port" in text
+    assert engine_pids(home) == []
