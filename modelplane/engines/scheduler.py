@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import threading
 from collections.abc import AsyncIterator
 from typing import Protocol
 
 from modelplane.engines.base import Delta, GenerateRequest
 from modelplane.errors import ModelplaneError, Overloaded
+
+log = logging.getLogger(__name__)
 
 _DONE = object()
 
@@ -84,10 +87,16 @@ class Scheduler:
         self.active = 0
         self.served = 0
         self._active: list[Sequence] = []
+        self._dead = False
 
     @property
     def queued(self) -> int:
         return len(self._waiting)
+
+    @property
+    def alive(self) -> bool:
+        """False once the model thread has ended: the replica must be replaced."""
+        return self._thread.is_alive() and not self._dead
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -98,8 +107,8 @@ class Scheduler:
     def submit(self, request: GenerateRequest) -> Sequence:
         seq = Sequence(request, asyncio.get_running_loop())
         with self._cv:
-            if self._closing:
-                raise Overloaded("the engine is shutting down; retry on another replica")
+            if self._closing or not self.alive:
+                raise Overloaded("the engine is not running; retry on another replica")
             if len(self._waiting) >= self._max_queue:
                 raise Overloaded(
                     f"the engine queue is full ({self._max_queue} requests waiting); retry shortly",
@@ -173,5 +182,15 @@ class Scheduler:
                     active.remove(seq)
                     self.served += 1
                 self.active = len(active)
+        except BaseException:
+            # Nothing may hang on a dead thread: fail its requests, refuse new ones
+            # (``alive`` turns false, health reports it, the supervisor replaces us).
+            log.critical("the model thread died", exc_info=True)
+            self._dead = True
+            with self._cv:
+                doomed = [*active, *self._waiting]
+                self._waiting.clear()
+            for seq in doomed:
+                seq.fail(ModelplaneError("the model engine failed; retry the request"))
         finally:
             self._executor.unload()

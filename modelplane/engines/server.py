@@ -260,8 +260,9 @@ def create_engine_app(engine: Engine) -> FastAPI:
         }
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return engine.health()
+    async def health() -> Response:
+        state = engine.health()
+        return JSONResponse(state, status_code=200 if state.get("status") == "ok" else 503)
 
     return app
 

@@ -60,4 +60,8 @@ class Router:
         try:
             yield
         finally:
-            self.outstanding[url] -= 1
+            left = self.outstanding[url] - 1
+            if left:
+                self.outstanding[url] = left
+            else:  # replicas come and go (new ports on restart): keep no dead entries
+                del self.outstanding[url]

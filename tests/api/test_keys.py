@@ -49,7 +49,16 @@ def test_created_key_works_and_revoked_key_stops_working(shared_server: Server) 
     assert created["role"] == "member" and secret.startswith("mp-")
     assert created["prefix"] == secret[:10]
     client = shared_server.openai(key=secret)
+    assert created["last_used_at"] is None
     assert [m.id for m in client.models.list()]
+
+    def last_used() -> str | None:
+        keys = shared_server.http.get("/api/keys").json()["data"]
+        value: str | None = next(k for k in keys if k["id"] == created["id"])["last_used_at"]
+        return value
+
+    # Recorded off the request path, in batches.
+    eventually(last_used, timeout=10, what="last_used_at to be recorded")
     listed = shared_server.http.get("/api/keys").json()["data"]
     assert secret not in str(listed)
     assert any(k["id"] == created["id"] for k in listed)

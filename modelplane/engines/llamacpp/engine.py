@@ -65,7 +65,7 @@ class LlamaCppEngine:
 
     def health(self) -> dict[str, Any]:
         return {
-            "status": "ok",
+            "status": "ok" if self._scheduler.alive else "failed",
             "model": self.model_id,
             "active": self._scheduler.active,
             "queued": self._scheduler.queued,
