@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from typing import Annotated
 
@@ -11,7 +12,6 @@ import typer
 import uvicorn
 from fastapi import FastAPI
 from rich.console import Console
-from rich.panel import Panel
 
 from modelplane.api.app import create_app
 from modelplane.api.platform import Platform
@@ -107,38 +107,55 @@ async def _announce(server: uvicorn.Server, app: FastAPI, settings: Settings) ->
     if key is None and settings.admin_key_path.is_file():
         key = settings.admin_key_path.read_text().strip()
     model = "smollm2" if "smollm2" in names else (names[0] if names else "MODEL")
-    base = f"{settings.base_url}/v1"
-    shown_key = key or "<your API key>"
-    body = (
-        f"[bold]modelplane is up[/] at {settings.base_url}\n\n"
-        f"OpenAI base URL: [bold]{base}[/]\n"
-        f"API key:         [bold]{shown_key}[/]"
-        + (
-            f"  [dim](new — also saved in {settings.admin_key_path})[/]"
-            if platform.new_admin_key
-            else ""
-        )
-        + f"\nModels:          {', '.join(names) or 'none yet'}\n\n"
-        "[bold]curl[/]\n"
-        f"curl {base}/chat/completions -H 'Authorization: Bearer {shown_key}' \\\n"
-        "  -H 'Content-Type: application/json' \\\n"
-        f'  -d \'{{"model": "{model}", "messages": '
-        '[{"role": "user", "content": "What is the capital of France?"}]}\'\n\n'
-        "[bold]Python[/]\n"
-        "from openai import OpenAI\n"
-        f'client = OpenAI(base_url="{base}", api_key="{shown_key}")\n'
-        f'r = client.chat.completions.create(model="{model}", messages=[{{"role": '
-        '"user", "content": "Hello!"}])\n'
-        "print(r.choices[0].message.content)\n\n"
-        "[dim]Ctrl-C stops the server and every model replica.[/]"
+    console.print(
+        banner(settings, key, platform.new_admin_key is not None, model, names),
+        highlight=False,
+        soft_wrap=True,
     )
-    console.print(Panel(body, expand=False, highlight=False))
+
+
+def banner(settings: Settings, key: str | None, new_key: bool, model: str, names: list[str]) -> str:
+    """What ``up`` prints once ready: plain lines (no box), so every example can be
+    copied and pasted as it is."""
+    base = f"{settings.base_url}/v1"
+    shown = key or "<your API key>"
+    question = '[{"role": "user", "content": "What is the capital of France?"}]'
+    saved = f"  [dim](new, saved in {settings.admin_key_path})[/]" if new_key else ""
+    return f"""
+[bold green]modelplane is up[/] at {settings.base_url}
+
+  OpenAI base URL  [bold]{base}[/]
+  API key          [bold]{shown}[/]{saved}
+  Models           {", ".join(names) or "none yet"}
+
+[bold]Try it with curl:[/]
+
+curl {base}/chat/completions \\
+  -H "Authorization: Bearer {shown}" \\
+  -H "Content-Type: application/json" \\
+  -d '{{"model": "{model}", "messages": {question}}}'
+
+[bold]or with Python[/] (pip install openai):
+
+from openai import OpenAI
+client = OpenAI(base_url="{base}", api_key="{shown}")
+r = client.chat.completions.create(model="{model}", messages={question})
+print(r.choices[0].message.content)
+
+[bold]or chat in the terminal:[/] modelplane chat {model}
+
+[dim]Ctrl-C stops the server and every model replica.[/]
+"""
 
 
 def up(host: Host = None, port: Port = None) -> None:
     """Start everything: the server, and the bundled SmolLM2 model if no endpoint exists."""
     settings = _settings(host, port)
     server, app = _server(settings)
+    if settings.log_level.upper() == "INFO":
+        # The banner says what matters; start-up chatter would bury it.
+        for name in ("uvicorn.error", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
     async def main() -> None:
         announce = asyncio.create_task(_announce(server, app, settings))

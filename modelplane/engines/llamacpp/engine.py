@@ -198,7 +198,7 @@ class _LlamaExecutor:
             top_p=o.top_p if p.top_p is None else p.top_p,
             min_p=o.min_p,
             temp=temp,
-            repeat_penalty=1.0,
+            repeat_penalty=o.repeat_penalty,
             frequency_penalty=p.frequency_penalty,
             presence_penalty=p.presence_penalty,
             grammar=grammar,

@@ -27,6 +27,9 @@ class LlamaCppOptions(BaseModel):
     top_k: int = Field(default=40, ge=0)
     min_p: float = Field(default=0.05, ge=0.0, le=1.0)
     """Sampling defaults for requests that do not set their own."""
+    repeat_penalty: float = Field(default=1.0, ge=0.5, le=2.0)
+    """llama.cpp's penalty on tokens seen in the last 64 (1.0: off); OpenAI's
+    presence/frequency penalties of a request apply on top."""
     max_queue: int = Field(default=64, ge=0)
     """Requests waiting beyond this many are refused with 503 and ``retry-after``."""
     nice: int = Field(default=5, ge=0, le=19)
