@@ -42,10 +42,12 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from modelplane.engines.bundled import SMOLLM2
 from modelplane.engines.llamacpp.weights import resolve_source
 
 PROMPT = "Write a long story about a dragon who learns to bake bread."
-# The bundled model sends an empty system message when a chat request has none.
+# The bundled model sends an empty system message when a chat request has none, and
+# samples with its repeat penalty: the direct side does the same.
 MESSAGES = [{"role": "system", "content": ""}, {"role": "user", "content": PROMPT}]
 ADMIN_KEY = "mp-bench-engine-overhead"
 CONCURRENCY = (1, 4)
@@ -105,7 +107,11 @@ def direct(threads: int, max_tokens: int, reps: int) -> Samples:
         first = last = 0.0
         text, finish = "", None
         for chunk in llm.create_chat_completion(
-            MESSAGES, stream=True, temperature=0, max_tokens=max_tokens, repeat_penalty=1.0
+            MESSAGES,
+            stream=True,
+            temperature=0,
+            max_tokens=max_tokens,
+            repeat_penalty=SMOLLM2.defaults["repeat_penalty"],
         ):
             choice = chunk["choices"][0]
             if content := choice["delta"].get("content"):
