@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from modelplane.gateway import balancing
+from modelplane.gateway.balancing import BalancingConfig
 
 
 class _Strict(BaseModel):
@@ -15,12 +15,13 @@ class _Strict(BaseModel):
 
 
 def _check_balancing(options: dict[str, Any] | None) -> dict[str, Any] | None:
-    name = (options or {}).get("balancing")
-    if name is not None and name not in balancing.STRATEGIES:
-        raise ValueError(
-            f"unknown balancing strategy '{name}'; choose one of "
-            f"{', '.join(sorted(balancing.STRATEGIES))}"
-        )
+    if options and "balancing" in options:
+        try:
+            BalancingConfig.parse(options["balancing"])
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ValueError(f"balancing.{where}: {err['msg']}") from None
     return options
 
 

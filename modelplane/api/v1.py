@@ -16,10 +16,10 @@ router = APIRouter(prefix="/v1")
 
 async def _forward(request: Request, platform: PlatformDep, path: str) -> Response:
     body = await request.body()
-    model, stream = peek(body)
+    peeked = peek(body)
     rid: str = request.scope["state"]["request_id"]
     _, up = await until_disconnect(
-        request.receive, platform.proxy.forward(path, body, model, stream, rid)
+        request.receive, platform.proxy.forward(path, body, peeked, rid, request.headers)
     )
     if up is None:  # the client left: the upstream request was cancelled with it
         return Response(status_code=499)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -33,8 +35,18 @@ MAX_ATTEMPTS = 3
 _RETRYABLE = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
 
 
-def peek(body: bytes) -> tuple[str, bool]:
-    """The two fields the gateway needs: ``model`` and ``stream``."""
+@dataclass(frozen=True, slots=True)
+class Peeked:
+    """What the gateway reads from a body it otherwise forwards untouched."""
+
+    model: str
+    stream: bool
+    body: dict[str, Any]
+
+
+def peek(body: bytes) -> Peeked:
+    """Parse the body once for ``model`` and ``stream`` (and for balancing strategies
+    that look at the prompt); the bytes themselves are forwarded as they came."""
     try:
         obj: Any = json.loads(body)
     except ValueError:
@@ -47,7 +59,7 @@ def peek(body: bytes) -> tuple[str, bool]:
     stream = obj.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be a boolean", param="stream")
-    return model, stream
+    return Peeked(model, stream, obj)
 
 
 class Upstream:
@@ -96,13 +108,14 @@ class Proxy:
             await self._session.close()
 
     async def forward(
-        self, path: str, body: bytes, model: str, stream: bool, request_id: str
+        self, path: str, body: bytes, peeked: Peeked, request_id: str, headers: Mapping[str, str]
     ) -> Upstream:
+        model, stream = peeked.model, peeked.stream
         tried: set[str] = set()
         last: BaseException | None = None
         for _ in range(MAX_ATTEMPTS):
             try:
-                url = self.router.pick(model, frozenset(tried))
+                url = self.router.pick(model, frozenset(tried), peeked.body, headers)
             except NoReadyReplica:
                 if last is None:
                     raise
@@ -111,6 +124,7 @@ class Proxy:
             stack = AsyncExitStack()
             stack.enter_context(self.router.track(url))
             try:
+                sent = time.monotonic()
                 resp = await stack.enter_async_context(
                     self.session.post(
                         url + path,
@@ -118,6 +132,7 @@ class Proxy:
                         headers={"content-type": "application/json", "x-request-id": request_id},
                     )
                 )
+                self.router.observe(url, time.monotonic() - sent)
                 ctype = resp.headers.get("content-type", "application/json")
                 if not stream or resp.status != 200:
                     data = await resp.read()

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from modelplane.errors import ModelNotFound, NoReadyReplica
 from modelplane.gateway import balancing
+from modelplane.gateway.balancing import BalancingConfig, Request, Stats, Strategy
 from modelplane.runtimes.base import Replica, ReplicaStatus
 from modelplane.store.records import Endpoint
 
-DEFAULT_STRATEGY = "least_outstanding"
+EWMA_WEIGHT = 0.3
+"""How much one new latency sample moves a replica's average."""
+
+_NO_BODY: Mapping[str, Any] = {}
 
 
 class Router:
@@ -21,29 +26,42 @@ class Router:
     ) -> None:
         self._endpoints = endpoints
         self._replicas = replicas
-        self._strategies: dict[str, tuple[str, balancing.Strategy]] = {}
-        self.outstanding: dict[str, int] = {}
+        self._strategies: dict[str, tuple[object, BalancingConfig, Strategy]] = {}
+        self.stats = Stats()
+
+    @property
+    def outstanding(self) -> dict[str, int]:
+        return self.stats.outstanding
 
     def models(self) -> list[Endpoint]:
         return sorted(self._endpoints().values(), key=lambda e: e.name)
 
-    def _strategy(self, ep: Endpoint) -> balancing.Strategy:
-        name = str(ep.options.get("balancing", DEFAULT_STRATEGY))
+    def _strategy(self, ep: Endpoint) -> tuple[BalancingConfig, Strategy]:
+        raw = ep.options.get("balancing")
         cached = self._strategies.get(ep.name)
-        if cached is None or cached[0] != name:
-            cached = (name, balancing.create(name))
+        if cached is None or cached[0] != raw:
+            config = BalancingConfig.parse(raw)
+            cached = (raw, config, balancing.create(config))
             self._strategies[ep.name] = cached
-        return cached[1]
+        return cached[1], cached[2]
 
-    def pick(self, model: str, exclude: frozenset[str] = frozenset()) -> str:
-        """The URL of a ready replica of ``model``; 404 or 503 (with a reason) if none."""
+    def pick(
+        self,
+        model: str,
+        exclude: frozenset[str] = frozenset(),
+        body: Mapping[str, Any] = _NO_BODY,
+        headers: Mapping[str, str] = _NO_BODY,
+    ) -> str:
+        """The URL of a ready replica of ``model``; 404 or 503 (with a reason) if none.
+        ``body`` and ``headers`` are read only by strategies that need them."""
         ep = self._endpoints().get(model)
         if ep is None:
             raise ModelNotFound(model)
         reps = self._replicas(model)
         urls = [r.url for r in reps if r.status == ReplicaStatus.READY and r.url not in exclude]
         if urls:
-            return self._strategy(ep).choose(urls, self.outstanding)
+            config, strategy = self._strategy(ep)
+            return strategy.choose(urls, Request(body, headers, config), self.stats)
         starting = sum(r.status in (ReplicaStatus.PENDING, ReplicaStatus.STARTING) for r in reps)
         if ep.replicas == 0:
             why = "it is scaled to 0 replicas; scale it up"
@@ -53,6 +71,11 @@ class Router:
             failed = [r for r in reps if r.status == ReplicaStatus.FAILED]
             why = f"{len(failed)} failed and restarting" if failed else "none is running"
         raise NoReadyReplica(f"endpoint '{model}' has no ready replica; {why}", retry_after=2)
+
+    def observe(self, url: str, seconds: float) -> None:
+        """Record a replica's time to first byte."""
+        old = self.stats.latency.get(url)
+        self.stats.latency[url] = seconds if old is None else (old + EWMA_WEIGHT * (seconds - old))
 
     @contextmanager
     def track(self, url: str) -> Iterator[None]:

@@ -120,3 +120,36 @@ def test_round_robin_balancing_spreads_requests_over_replicas(shared_server: Ser
         assert sorted(after[u] - before[u] for u in before) == [3, 3]
     finally:
         shared_server.http.delete("/api/endpoints/rr")
+
+
+def test_prefix_cache_balancing_keeps_a_conversation_prefix_on_one_replica(
+    shared_server: Server,
+) -> None:
+    r = shared_server.http.post(
+        "/api/endpoints",
+        json={
+            "name": "pc",
+            "model": "smollm2",
+            "replicas": 2,
+            "options": {"balancing": {"strategy": "prefix_cache", "prefix_chars": 80}},
+        },
+    )
+    assert r.status_code == 201, r.text
+    try:
+        reps = shared_server.wait_ready("pc", 2)["replica_status"]
+
+        def served() -> list[int]:
+            return [int(httpx.get(rep["url"] + "/health").json()["served"]) for rep in reps]
+
+        before = served()
+        system = "You answer questions about the ACME rocket catalogue, briefly. " * 2
+        for q in ("price?", "weight?", "colour?", "fuel?"):
+            shared_server.openai().chat.completions.create(
+                model="pc",
+                max_tokens=1,
+                messages=[{"role": "system", "content": system}, {"role": "user", "content": q}],
+            )
+        after = served()
+        assert sorted(a - b for a, b in zip(after, before, strict=True)) == [0, 4]
+    finally:
+        shared_server.http.delete("/api/endpoints/pc")
