@@ -109,7 +109,8 @@ class Scheduler:
         with self._cv:
             if self._closing or not self.alive:
                 raise Overloaded("the engine is not running; retry on another replica")
-            if len(self._waiting) >= self._max_queue:
+            # Room for a full batch running plus ``max_queue`` waiting.
+            if len(self._waiting) + len(self._active) >= self._max_queue + self._executor.max_batch:
                 raise Overloaded(
                     f"the engine queue is full ({self._max_queue} requests waiting); retry shortly",
                     retry_after=1,

@@ -62,6 +62,15 @@ def peek(body: bytes) -> Peeked:
     return Peeked(model, stream, obj)
 
 
+@dataclass(frozen=True, slots=True)
+class UpstreamStatus:
+    """A replica's error answer, kept while another replica is tried."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+
 class Upstream:
     """A received upstream answer: status, headers, and either a body or a byte stream."""
 
@@ -112,7 +121,7 @@ class Proxy:
     ) -> Upstream:
         model, stream = peeked.model, peeked.stream
         tried: set[str] = set()
-        last: BaseException | None = None
+        last: BaseException | UpstreamStatus | None = None
         for _ in range(MAX_ATTEMPTS):
             try:
                 url = self.router.pick(model, frozenset(tried), peeked.body, headers)
@@ -134,6 +143,17 @@ class Proxy:
                 )
                 self.router.observe(url, time.monotonic() - sent)
                 ctype = resp.headers.get("content-type", "application/json")
+                if resp.status >= 500:
+                    # 503 is "busy"; other 5xx count towards ejecting this replica.
+                    if resp.status != 503:
+                        self._failed(url, model, f"HTTP {resp.status}")
+                    # Nothing was sent to the client yet: another replica may answer.
+                    if len(tried) < MAX_ATTEMPTS and self._others_ready(model, tried):
+                        last = UpstreamStatus(resp.status, ctype, await resp.read())
+                        await stack.aclose()
+                        continue
+                else:
+                    self.router.outliers.success(url)
                 if not stream or resp.status != 200:
                     data = await resp.read()
                     await stack.aclose()
@@ -142,12 +162,7 @@ class Proxy:
             except _RETRYABLE as exc:
                 await stack.aclose()
                 last = exc
-                log.warning(
-                    "replica %s of '%s' failed before answering (%s); trying another",
-                    url,
-                    model,
-                    type(exc).__name__,
-                )
+                self._failed(url, model, type(exc).__name__)
             except TimeoutError:  # the total timeout (connect timeouts retried above)
                 await stack.aclose()
                 raise UpstreamTimeout(
@@ -157,8 +172,27 @@ class Proxy:
             except BaseException:
                 await stack.aclose()
                 raise
+        if isinstance(last, UpstreamStatus):  # every replica said 5xx: pass the last one on
+            return Upstream(last.status, last.content_type, last.body, None)
         raise UpstreamError(
             f"no replica of '{model}' could answer after {len(tried)} attempt(s); retry shortly"
+        )
+
+    def _others_ready(self, model: str, tried: set[str]) -> bool:
+        try:
+            self.router.pick(model, frozenset(tried))
+        except NoReadyReplica:
+            return False
+        return True
+
+    def _failed(self, url: str, model: str, why: str) -> None:
+        ejected = self.router.outliers.failure(url)
+        log.warning(
+            "replica %s of '%s' failed before answering (%s)%s",
+            url,
+            model,
+            why,
+            f"; ejected for {self.router.outliers.cooldown_left(url):.0f}s" if ejected else "",
         )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from modelplane.errors import ModelNotFound, NoReadyReplica
 from modelplane.gateway import balancing
 from modelplane.gateway.balancing import BalancingConfig, Request, Stats, Strategy
+from modelplane.gateway.outliers import Outliers
 from modelplane.runtimes.base import Replica, ReplicaStatus
 from modelplane.store.records import Endpoint
 
@@ -28,6 +29,7 @@ class Router:
         self._replicas = replicas
         self._strategies: dict[str, tuple[object, BalancingConfig, Strategy]] = {}
         self.stats = Stats()
+        self.outliers = Outliers()
 
     @property
     def outstanding(self) -> dict[str, int]:
@@ -58,7 +60,10 @@ class Router:
         if ep is None:
             raise ModelNotFound(model)
         reps = self._replicas(model)
-        urls = [r.url for r in reps if r.status == ReplicaStatus.READY and r.url not in exclude]
+        ready = [r.url for r in reps if r.status == ReplicaStatus.READY and r.url not in exclude]
+        # Ejected replicas sit out, unless every candidate is ejected: then trying one
+        # beats refusing the request.
+        urls = [u for u in ready if not self.outliers.ejected(u)] or ready
         if urls:
             config, strategy = self._strategy(ep)
             return strategy.choose(urls, Request(body, headers, config), self.stats)

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 
 from modelplane.engines.llamacpp.weights import resolve_source
-from tests.helpers import Server, eventually, pid_alive
+from tests.helpers import COUNTING, Server, eventually, pid_alive
 
 
 def test_missing_model_file_is_refused_up_front(shared_server: Server) -> None:
@@ -153,3 +153,40 @@ def test_prefix_cache_balancing_keeps_a_conversation_prefix_on_one_replica(
         assert sorted(a - b for a, b in zip(after, before, strict=True)) == [0, 4]
     finally:
         shared_server.http.delete("/api/endpoints/pc")
+
+
+def test_a_busy_replica_is_skipped_for_one_that_can_answer(shared_server: Server) -> None:
+    # Every request of session "s1" goes to one replica, which takes one at a time.
+    r = shared_server.http.post(
+        "/api/endpoints",
+        json={
+            "name": "busy",
+            "model": "smollm2",
+            "replicas": 2,
+            "options": {"balancing": "session_affinity", "max_queue": 0},
+        },
+    )
+    assert r.status_code == 201, r.text
+    try:
+        reps = shared_server.wait_ready("busy", 2)["replica_status"]
+
+        def active() -> list[int]:
+            return [int(httpx.get(rep["url"] + "/health").json()["active"]) for rep in reps]
+
+        session = {"x-session-id": "s1"}
+        long = {"model": "busy", "prompt": COUNTING, "max_tokens": 3000, "stream": True}
+        with shared_server.http.stream(
+            "POST", "/v1/completions", json=long, headers=session
+        ) as held:
+            lines = held.iter_lines()  # keep it: a dropped iterator closes the stream
+            assert next(lines).startswith("data: ")
+            assert sorted(active()) == [0, 1]
+            # Its replica answers 503 (queue full); the gateway tries the other one.
+            r = shared_server.http.post(
+                "/v1/completions",
+                headers=session,
+                json={"model": "busy", "prompt": "Hello", "max_tokens": 2},
+            )
+            assert r.status_code == 200, r.text
+    finally:
+        shared_server.http.delete("/api/endpoints/busy")
