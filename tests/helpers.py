@@ -8,7 +8,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,15 @@ def pid_alive(pid: int) -> bool:
             return f.read().split(") ", 1)[1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+class Replica:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def health(self) -> dict[str, int]:
+        data: dict[str, int] = httpx.get(self.url + "/health").json()
+        return data
 
 
 class Server:
@@ -130,6 +140,23 @@ class Server:
         resp.raise_for_status()
         data: dict[str, Any] = resp.json()
         return data
+
+    @contextmanager
+    def temporary_endpoint(
+        self, name: str, replicas: int = 1, **options: Any
+    ) -> Iterator[list[Replica]]:
+        """An endpoint of the bundled model, ready, deleted afterwards; yields its
+        replicas (each readable through ``.health()``)."""
+        resp = self.http.post(
+            "/api/endpoints",
+            json={"name": name, "model": "smollm2", "replicas": replicas, "options": options},
+        )
+        assert resp.status_code == 201, resp.text
+        try:
+            status = self.wait_ready(name, replicas)["replica_status"]
+            yield [Replica(r["url"]) for r in status]
+        finally:
+            self.http.delete(f"/api/endpoints/{name}")
 
     def wait_ready(self, name: str, count: int, timeout: float = 90.0) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:

@@ -97,51 +97,20 @@ def test_health_and_readiness_need_no_key(shared_server: Server) -> None:
 
 
 def test_round_robin_balancing_spreads_requests_over_replicas(shared_server: Server) -> None:
-    r = shared_server.http.post(
-        "/api/endpoints",
-        json={
-            "name": "rr",
-            "model": "smollm2",
-            "replicas": 2,
-            "options": {"balancing": "round_robin", "max_queue": 8},
-        },
-    )
-    assert r.status_code == 201, r.text
-    try:
-        reps = shared_server.wait_ready("rr", 2)["replica_status"]
-
-        def served(url: str) -> int:
-            return int(httpx.get(url + "/health").json()["served"])
-
-        before = {rep["url"]: served(rep["url"]) for rep in reps}
+    with shared_server.temporary_endpoint("rr", 2, balancing="round_robin") as reps:
+        before = [rep.health()["served"] for rep in reps]
         for _ in range(6):
             shared_server.openai().completions.create(model="rr", prompt="Hi", max_tokens=1)
-        after = {url: served(url) for url in before}
-        assert sorted(after[u] - before[u] for u in before) == [3, 3]
-    finally:
-        shared_server.http.delete("/api/endpoints/rr")
+        after = [rep.health()["served"] for rep in reps]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [3, 3]
 
 
 def test_prefix_cache_balancing_keeps_a_conversation_prefix_on_one_replica(
     shared_server: Server,
 ) -> None:
-    r = shared_server.http.post(
-        "/api/endpoints",
-        json={
-            "name": "pc",
-            "model": "smollm2",
-            "replicas": 2,
-            "options": {"balancing": {"strategy": "prefix_cache", "prefix_chars": 80}},
-        },
-    )
-    assert r.status_code == 201, r.text
-    try:
-        reps = shared_server.wait_ready("pc", 2)["replica_status"]
-
-        def served() -> list[int]:
-            return [int(httpx.get(rep["url"] + "/health").json()["served"]) for rep in reps]
-
-        before = served()
+    strategy = {"strategy": "prefix_cache", "prefix_chars": 80}
+    with shared_server.temporary_endpoint("pc", 2, balancing=strategy) as reps:
+        before = [rep.health()["served"] for rep in reps]
         system = "You answer questions about the ACME rocket catalogue, briefly. " * 2
         for q in ("price?", "weight?", "colour?", "fuel?"):
             shared_server.openai().chat.completions.create(
@@ -149,30 +118,15 @@ def test_prefix_cache_balancing_keeps_a_conversation_prefix_on_one_replica(
                 max_tokens=1,
                 messages=[{"role": "system", "content": system}, {"role": "user", "content": q}],
             )
-        after = served()
-        assert sorted(a - b for a, b in zip(after, before, strict=True)) == [0, 4]
-    finally:
-        shared_server.http.delete("/api/endpoints/pc")
+        after = [rep.health()["served"] for rep in reps]
+    assert sorted(a - b for a, b in zip(after, before, strict=True)) == [0, 4]
 
 
 def test_a_busy_replica_is_skipped_for_one_that_can_answer(shared_server: Server) -> None:
     # Every request of session "s1" goes to one replica, which takes one at a time.
-    r = shared_server.http.post(
-        "/api/endpoints",
-        json={
-            "name": "busy",
-            "model": "smollm2",
-            "replicas": 2,
-            "options": {"balancing": "session_affinity", "max_queue": 0},
-        },
-    )
-    assert r.status_code == 201, r.text
-    try:
-        reps = shared_server.wait_ready("busy", 2)["replica_status"]
-
-        def active() -> list[int]:
-            return [int(httpx.get(rep["url"] + "/health").json()["active"]) for rep in reps]
-
+    with shared_server.temporary_endpoint(
+        "busy", 2, balancing="session_affinity", max_queue=0
+    ) as reps:
         session = {"x-session-id": "s1"}
         long = {"model": "busy", "prompt": COUNTING, "max_tokens": 3000, "stream": True}
         with shared_server.http.stream(
@@ -180,7 +134,7 @@ def test_a_busy_replica_is_skipped_for_one_that_can_answer(shared_server: Server
         ) as held:
             lines = held.iter_lines()  # keep it: a dropped iterator closes the stream
             assert next(lines).startswith("data: ")
-            assert sorted(active()) == [0, 1]
+            assert sorted(rep.health()["active"] for rep in reps) == [0, 1]
             # Its replica answers 503 (queue full); the gateway tries the other one.
             r = shared_server.http.post(
                 "/v1/completions",
@@ -188,5 +142,3 @@ def test_a_busy_replica_is_skipped_for_one_that_can_answer(shared_server: Server
                 json={"model": "busy", "prompt": "Hello", "max_tokens": 2},
             )
             assert r.status_code == 200, r.text
-    finally:
-        shared_server.http.delete("/api/endpoints/busy")
