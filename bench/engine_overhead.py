@@ -1,7 +1,8 @@
 """What modelplane costs on top of llama.cpp: decode tokens/s and time to first token.
 
-Serves the bundled model (SmolLM2) twice, one after the other, with the same messages,
-greedy sampling and thread count:
+Serves the bundled model (SmolLM2) two ways with the same messages, greedy sampling,
+repeat penalty and thread count, alternating them run by run (never at the same time),
+so that a slow spell of a noisy machine hits both sides:
 
 - direct: llama-cpp-python in this process, called from one dedicated thread (a
   ``Llama`` is not thread-safe, and switching OS threads slows decoding). At concurrency
@@ -30,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, astuple, dataclass
 from importlib import metadata
@@ -85,16 +86,26 @@ def median(points: list[Point]) -> Point:
     return Point(*(statistics.median(v) for v in zip(*map(astuple, points), strict=True)))
 
 
-def measure(run: Callable[[int], list[Req]], reps: int) -> Samples:
-    """Warm up once per concurrency, then run it ``reps`` times."""
-    out: Samples = {}
+Run = Callable[[int], list[Req]]
+
+
+def measure(direct: Run, modelplane: Run, reps: int) -> tuple[Samples, Samples]:
+    """Warm both up, then alternate them rep by rep, so that a slow spell of a noisy
+    machine lands on both sides instead of on one."""
+    d_out: Samples = {}
+    m_out: Samples = {}
     for c in CONCURRENCY:
-        run(c)
-        out[c] = [summarize(run(c)) for _ in range(reps)]
-    return out
+        direct(c)
+        modelplane(c)
+        d_out[c], m_out[c] = [], []
+        for _ in range(reps):
+            d_out[c].append(summarize(direct(c)))
+            m_out[c].append(summarize(modelplane(c)))
+    return d_out, m_out
 
 
-def direct(threads: int, max_tokens: int, reps: int) -> Samples:
+@contextlib.contextmanager
+def direct(threads: int, max_tokens: int) -> Iterator[Run]:
     from llama_cpp import Llama
 
     path = str(resolve_source("smollm2"))
@@ -128,7 +139,7 @@ def direct(threads: int, max_tokens: int, reps: int) -> Samples:
         return [one(submitted) for _ in range(c)]
 
     try:
-        return measure(lambda c: pool.submit(serially, c).result(), reps)
+        yield lambda c: pool.submit(serially, c).result()
     finally:
         pool.submit(llm.close).result()
         pool.shutdown()
@@ -205,7 +216,8 @@ def stop(proc: subprocess.Popen[bytes], engine_pids: list[int]) -> None:
             print(f"engine replica {pid} outlived the server; killed it", file=sys.stderr)
 
 
-def through_modelplane(threads: int, max_tokens: int, reps: int) -> Samples:
+@contextlib.contextmanager
+def through_modelplane(threads: int, max_tokens: int) -> Iterator[Run]:
     with tempfile.TemporaryDirectory(prefix="mp-bench-") as home:
         env = os.environ | {
             "MODELPLANE_HOME": home,
@@ -242,7 +254,7 @@ def through_modelplane(threads: int, max_tokens: int, reps: int) -> Samples:
         engine_pids: list[int] = []
         try:
             engine_pids = loop.run_until_complete(start_endpoint(client, proc))
-            return measure(lambda c: loop.run_until_complete(at_once(c)), reps)
+            yield lambda c: loop.run_until_complete(at_once(c))
         except Exception:
             print(log_path.read_text()[-4000:], file=sys.stderr)
             raise
@@ -301,8 +313,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5, help="measured runs per concurrency")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args()
-    direct_samples = direct(args.threads, args.max_tokens, args.reps)
-    modelplane_samples = through_modelplane(args.threads, args.max_tokens, args.reps)
+    with (
+        through_modelplane(args.threads, args.max_tokens) as via_modelplane,
+        direct(args.threads, args.max_tokens) as in_process,
+    ):
+        direct_samples, modelplane_samples = measure(in_process, via_modelplane, args.reps)
     result = report(args, direct_samples, modelplane_samples)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=asdict) + "\n")
