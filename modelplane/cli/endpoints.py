@@ -22,14 +22,16 @@ def list_(url: BaseUrl = None, api_key: ApiKeyOpt = None) -> None:
             eps = c.endpoints()
     except ModelplaneAPIError as exc:
         raise fail(exc) from None
-    table = Table("NAME", "ENGINE", "MODEL", "READY", "STATUS")
+    table = Table("NAME", "ENGINE", "MODEL", "READY", "STATUS", "LAST ERROR")
     for ep in eps:
+        errors = [r["last_error"] for r in ep["replica_status"] if r["last_error"]]
         table.add_row(
             ep["name"],
             ep["engine"],
             ep["model"],
             f"{ep['ready_replicas']}/{ep['replicas']}",
             ep["status"],
+            errors[0].splitlines()[0][:80] if errors else "",
         )
     console.print(table)
 

@@ -282,3 +282,29 @@ def test_sigterm_during_a_long_generation_stops_the_engine_promptly(tmp_path: Pa
             proc.kill()
         t.join(timeout=30)
     assert proc.returncode in (0, -signal.SIGTERM)
+
+
+def test_frequency_and_presence_penalties_change_the_answer(client: OpenAI) -> None:
+    kw = {"model": "m", "prompt": COUNTING, "max_tokens": 30, "temperature": 0}
+    plain = client.completions.create(**kw).choices[0].text  # type: ignore[call-overload]
+    freq = client.completions.create(**kw, frequency_penalty=2.0).choices[0].text  # type: ignore[call-overload]
+    pres = client.completions.create(**kw, presence_penalty=2.0).choices[0].text  # type: ignore[call-overload]
+    # Counting repeats ", " every other token: a strong penalty must break the pattern.
+    assert freq != plain and pres != plain
+    assert plain.count(",") > freq.count(",")
+
+
+def test_streamed_completion_reports_usage_last(client: OpenAI) -> None:
+    chunks = list(
+        client.completions.create(
+            model="m",
+            prompt="One, two,",
+            max_tokens=6,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 6
+    assert "".join(c.choices[0].text for c in chunks if c.choices)
