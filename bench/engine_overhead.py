@@ -179,7 +179,9 @@ async def stream_one(session: aiohttp.ClientSession, max_tokens: int) -> Req:
     return Req(submitted, first, last, tokens)
 
 
-async def start_endpoint(client: httpx.AsyncClient, proc: subprocess.Popen[bytes]) -> list[int]:
+async def start_endpoint(
+    client: httpx.AsyncClient, proc: subprocess.Popen[bytes], options: dict[str, Any]
+) -> list[int]:
     """Wait for the server, create the endpoint, wait for its replica; return its pids."""
     deadline = time.monotonic() + START_TIMEOUT_S
     created = False
@@ -190,7 +192,12 @@ async def start_endpoint(client: httpx.AsyncClient, proc: subprocess.Popen[bytes
         if not created:
             with contextlib.suppress(httpx.TransportError):
                 if (await client.get("/readyz")).status_code == 200:
-                    spec = {"name": "smollm2", "model": "smollm2", "replicas": 1}
+                    spec = {
+                        "name": "smollm2",
+                        "model": "smollm2",
+                        "replicas": 1,
+                        "options": options,
+                    }
                     (await client.post("/api/endpoints", json=spec)).raise_for_status()
                     created = True
             continue
@@ -217,7 +224,7 @@ def stop(proc: subprocess.Popen[bytes], engine_pids: list[int]) -> None:
 
 
 @contextlib.contextmanager
-def through_modelplane(threads: int, max_tokens: int) -> Iterator[Run]:
+def through_modelplane(threads: int, max_tokens: int, max_batch: int | None) -> Iterator[Run]:
     with tempfile.TemporaryDirectory(prefix="mp-bench-") as home:
         env = os.environ | {
             "MODELPLANE_HOME": home,
@@ -253,7 +260,8 @@ def through_modelplane(threads: int, max_tokens: int) -> Iterator[Run]:
 
         engine_pids: list[int] = []
         try:
-            engine_pids = loop.run_until_complete(start_endpoint(client, proc))
+            options = {} if max_batch is None else {"max_batch": max_batch}
+            engine_pids = loop.run_until_complete(start_endpoint(client, proc, options))
             yield lambda c: loop.run_until_complete(at_once(c))
         except Exception:
             print(log_path.read_text()[-4000:], file=sys.stderr)
@@ -311,10 +319,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="engine threads")
     parser.add_argument("--max-tokens", type=int, default=128, help="tokens per answer")
     parser.add_argument("--reps", type=int, default=5, help="measured runs per concurrency")
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        help="endpoint option max_batch [default: the engine's own default]",
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args()
     with (
-        through_modelplane(args.threads, args.max_tokens) as via_modelplane,
+        through_modelplane(args.threads, args.max_tokens, args.max_batch) as via_modelplane,
         direct(args.threads, args.max_tokens) as in_process,
     ):
         direct_samples, modelplane_samples = measure(in_process, via_modelplane, args.reps)

@@ -5,10 +5,11 @@ decode speed (each new thread gets a fresh OpenMP team), so every call into the 
 happens on the scheduler's single thread. The asyncio side submits a ``Sequence`` and
 reads its deltas from an ``asyncio.Queue`` filled with ``call_soon_threadsafe``.
 
-The thread asks its ``Executor`` to ``step`` the active sequences. Today's llama.cpp
-executor admits one sequence at a time and runs it to the end in ``step``; a batched
-executor (several sequences decoded together through ``llama_batch``) admits up to
-``max_batch`` and returns after one decode step, without changes here.
+The thread asks its ``Executor`` to ``step`` the active sequences and admits waiting
+ones between steps, up to the executor's ``max_batch``. The llama.cpp executor either
+runs one sequence to the end per step (``max_batch`` 1) or advances up to
+``max_batch`` sequences by one token per step through one ``llama_decode``
+(``llamacpp/batched.py``); this module is the same for both.
 """
 
 from __future__ import annotations

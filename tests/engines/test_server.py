@@ -18,10 +18,10 @@ from openai import OpenAI
 from tests.helpers import COUNTING, eventually, free_port
 
 
-def start_engine(workdir: Path) -> tuple[str, subprocess.Popen[bytes]]:
+def start_engine(workdir: Path, max_batch: int = 1) -> tuple[str, subprocess.Popen[bytes]]:
     port = free_port()
     log = workdir / "engine.log"
-    opts = {"n_threads": 1, "max_queue": 2}
+    opts = {"n_threads": 1, "max_queue": 2, "max_batch": max_batch}
     with log.open("ab") as f:
         proc = subprocess.Popen(
             [
@@ -50,10 +50,13 @@ def start_engine(workdir: Path) -> tuple[str, subprocess.Popen[bytes]]:
     return url, proc
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@pytest.fixture(scope="module", params=[1, 4], ids=["sequential", "batched"])
+def engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """One engine per executor: one sequence at a time, and batched decoding."""
     workdir = tmp_path_factory.mktemp("engine")
-    url, proc = start_engine(workdir)
+    url, proc = start_engine(workdir, request.param)
     try:
         yield url
     finally:
@@ -226,11 +229,13 @@ def test_full_queue_is_503_with_retry_after(engine: str) -> None:
             started.append(resp.status_code)
             stop.wait(30)
 
-    threads = [threading.Thread(target=occupy) for _ in range(3)]
+    batch = health(engine)["max_batch"]
+    threads = [threading.Thread(target=occupy) for _ in range(batch + 2)]
     try:
-        threads[0].start()
-        eventually(lambda: health(engine)["active"] == 1, timeout=10, what="one active")
-        for t in threads[1:]:
+        for t in threads[:batch]:
+            t.start()
+        eventually(lambda: health(engine)["active"] == batch, timeout=10, what="a full batch")
+        for t in threads[batch:]:
             t.start()
         eventually(lambda: health(engine)["queued"] == 2, timeout=10, what="two queued")
         r = httpx.post(engine + "/v1/completions", json={**body, "stream": False})

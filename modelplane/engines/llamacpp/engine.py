@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from modelplane.engines.base import Capabilities, Delta, GenerateRequest, TokenLogprob
 from modelplane.engines.bundled import BUNDLED
+from modelplane.engines.llamacpp.batched import BatchedDecoder
 from modelplane.engines.llamacpp.options import LlamaCppOptions
 from modelplane.engines.llamacpp.weights import converted, resolve_source
 from modelplane.engines.scheduler import Scheduler, Sequence
@@ -70,19 +71,23 @@ class LlamaCppEngine:
             "active": self._scheduler.active,
             "queued": self._scheduler.queued,
             "served": self._scheduler.served,
+            "max_batch": self.options.max_batch,
         }
 
 
 class _LlamaExecutor:
-    """Runs one sequence at a time to completion; owned by the scheduler thread."""
-
-    max_batch = 1
+    """Owned by the scheduler thread. With ``max_batch`` 1 it runs one sequence at a
+    time to completion through llama-cpp-python's ``generate`` (which reuses the KV
+    cache across requests sharing a prefix); above 1, ``BatchedDecoder`` advances up to
+    ``max_batch`` sequences together, a token each per step."""
 
     def __init__(self, engine: LlamaCppEngine) -> None:
         self._e = engine
+        self.max_batch = engine.options.max_batch
         self._llm: Any = None
         self._formatter: Any = None
         self._vocab: Any = None
+        self._batched: BatchedDecoder | None = None
 
     def load(self) -> None:
         from llama_cpp import Llama
@@ -99,7 +104,8 @@ class _LlamaExecutor:
         path = converted(resolve_source(e.source), e.options.weights, e.cache_dir)
         llm = Llama(
             model_path=str(path),
-            n_ctx=e.n_ctx,
+            # Batched decoding has a context of its own; this one then only tokenizes.
+            n_ctx=e.n_ctx if self.max_batch == 1 else 64,
             n_threads=e.n_threads,
             n_threads_batch=e.n_threads,
             verbose=False,
@@ -115,6 +121,9 @@ class _LlamaExecutor:
             )
         self._vocab = llm._model.vocab
         self._llm = llm
+        if self.max_batch > 1:
+            self._batched = BatchedDecoder(self, self.max_batch)
+            self._batched.open(llm, e.n_ctx, e.n_threads)
 
     def _is_eog(self, tok: int) -> bool:
         import llama_cpp
@@ -122,11 +131,16 @@ class _LlamaExecutor:
         return bool(llama_cpp.llama_vocab_is_eog(self._vocab, tok))
 
     def unload(self) -> None:
+        if self._batched is not None:
+            self._batched.close()
+            self._batched = None
         if self._llm is not None:
             self._llm.close()
             self._llm = None
 
     def step(self, active: list[Sequence]) -> list[Sequence]:
+        if self._batched is not None:
+            return self._batched.step(active)
         for seq in active:
             self._run(seq)
         return list(active)
@@ -240,6 +254,12 @@ class _LlamaExecutor:
         llm = self._llm
         ptr = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
         logits = np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).astype(np.float64)
+        return self._to_logprob(logits, tok, piece, top)
+
+    def _to_logprob(self, logits: Any, tok: int, piece: bytes, top: int) -> TokenLogprob:
+        import numpy as np
+
+        llm = self._llm
         m = logits.max()
         logp = logits - m - np.log(np.exp(logits - m).sum())
         best: tuple[tuple[str, float, tuple[int, ...]], ...] = ()

@@ -30,6 +30,9 @@ class LlamaCppOptions(BaseModel):
     repeat_penalty: float = Field(default=1.0, ge=0.5, le=2.0)
     """llama.cpp's penalty on tokens seen in the last 64 (1.0: off); OpenAI's
     presence/frequency penalties of a request apply on top."""
+    max_batch: int = Field(default=4, ge=1, le=64)
+    """Sequences decoded together (1: one at a time, with prefix reuse across requests;
+    more: higher throughput under concurrency, a KV cache of ``n_ctx`` per sequence)."""
     max_queue: int = Field(default=64, ge=0)
     """Requests waiting beyond this many are refused with 503 and ``retry-after``."""
     nice: int = Field(default=5, ge=0, le=19)
