@@ -60,8 +60,6 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8080
 
-    mode: Literal["development", "production"] = "development"
-
     max_body_bytes: int = 4 * 1024 * 1024
     """Requests with a larger body are refused with 413 before they are read."""
 

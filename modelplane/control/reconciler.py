@@ -30,7 +30,6 @@ class Reconciler:
         self.endpoints: dict[str, Endpoint] = {}
         self.healthy = False
         self._rev = -1
-        self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
@@ -48,9 +47,6 @@ class Reconciler:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def wake(self) -> None:
-        self._wake.set()
-
     async def reconcile(self) -> None:
         async with self._lock:
             rev = await revision(self.db, "endpoints")
@@ -67,9 +63,9 @@ class Reconciler:
         loop = asyncio.get_running_loop()
         last_full = loop.time()
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
-            self._wake.clear()
+            # Writes through this process reconcile at once (the API calls reconcile());
+            # this loop catches writes by other processes and replicas that drifted.
+            await asyncio.sleep(self.poll_s)
             try:
                 full_due = loop.time() - last_full >= self.interval_s
                 if full_due or await revision(self.db, "endpoints") != self._rev:
