@@ -23,6 +23,9 @@ They never contain secrets.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 
 class ModelplaneError(Exception):
     status = 500
@@ -113,6 +116,19 @@ class UpstreamError(ModelplaneError):
 class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"
+
+
+def first_invalid(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
+    """The first field a validator (pydantic's ``errors()``) refused, named as OpenAI
+    names fields (``messages[0].role``), and why."""
+    err = errors[0]
+    name = ""
+    for part in err.get("loc", ()):
+        if isinstance(part, int):
+            name += f"[{part}]"
+        elif part != "body" and not str(part).startswith(("function-", "literal[", "str", "list[")):
+            name += f".{part}" if name else str(part)
+    return name or "body", str(err.get("msg", "invalid value")).removeprefix("Value error, ")
 
 
 def openai_envelope(err: ModelplaneError) -> dict[str, object]:

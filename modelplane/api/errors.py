@@ -14,6 +14,7 @@ from modelplane.errors import (
     InvalidRequest,
     ModelplaneError,
     NotFound,
+    first_invalid,
     openai_envelope,
     problem_details,
 )
@@ -32,11 +33,6 @@ def error_response(err: ModelplaneError, path: str) -> Response:
     return JSONResponse(openai_envelope(err), status_code=err.status, headers=err.headers())
 
 
-def _param(loc: tuple[int | str, ...]) -> str:
-    parts = [str(p) for p in loc if p != "body"]
-    return ".".join(parts) or "body"
-
-
 def install(app: FastAPI) -> None:
     @app.exception_handler(ModelplaneError)
     async def _ours(request: Request, exc: ModelplaneError) -> Response:
@@ -49,8 +45,7 @@ def install(app: FastAPI) -> None:
             return error_response(
                 InvalidRequest("the request body is not valid JSON"), request.url.path
             )
-        param = _param(tuple(first.get("loc", ())))
-        msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+        param, msg = first_invalid(exc.errors())
         return error_response(
             InvalidRequest(f"invalid '{param}': {msg}", param=param), request.url.path
         )

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from modelplane.errors import first_invalid
 from modelplane.gateway.balancing import BalancingConfig
 
 
@@ -19,9 +20,8 @@ def _check_balancing(options: dict[str, Any] | None) -> dict[str, Any] | None:
         try:
             BalancingConfig.parse(options["balancing"])
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise ValueError(f"balancing.{where}: {err['msg']}") from None
+            where, why = first_invalid(exc.errors())
+            raise ValueError(f"balancing.{where}: {why}") from None
     return options
 
 

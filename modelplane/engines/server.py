@@ -25,6 +25,7 @@ from modelplane.errors import (
     InvalidRequest,
     ModelplaneError,
     PayloadTooLarge,
+    first_invalid,
     openai_envelope,
 )
 
@@ -41,19 +42,6 @@ def _sse(obj: Any) -> bytes:
     return b"data: " + _dumps(obj) + b"\n\n"
 
 
-def param_of(exc: ValidationError) -> tuple[str, str]:
-    """The first failing field as OpenAI names it (``messages[0].role``) and why."""
-    err = exc.errors()[0]
-    name = ""
-    for part in err["loc"]:
-        if isinstance(part, int):
-            name += f"[{part}]"
-        elif not str(part).startswith(("function-", "literal[", "str", "list[")):
-            name += f".{part}" if name else str(part)
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    return name or "body", msg
-
-
 async def parse(request: Request, model: type[M]) -> M:
     body = await request.body()
     if len(body) > MAX_BODY_BYTES:
@@ -61,7 +49,7 @@ async def parse(request: Request, model: type[M]) -> M:
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
-        param, why = param_of(exc)
+        param, why = first_invalid(exc.errors())
         raise InvalidRequest(f"invalid '{param}': {why}", param=param) from None
 
 

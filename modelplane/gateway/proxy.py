@@ -148,7 +148,9 @@ class Proxy:
                     if resp.status != 503:
                         self._failed(url, model, f"HTTP {resp.status}")
                     # Nothing was sent to the client yet: another replica may answer.
-                    if len(tried) < MAX_ATTEMPTS and self._others_ready(model, tried):
+                    if len(tried) < MAX_ATTEMPTS and self.router.candidates(
+                        model, frozenset(tried)
+                    ):
                         last = UpstreamStatus(resp.status, ctype, await resp.read())
                         await stack.aclose()
                         continue
@@ -177,13 +179,6 @@ class Proxy:
         raise UpstreamError(
             f"no replica of '{model}' could answer after {len(tried)} attempt(s); retry shortly"
         )
-
-    def _others_ready(self, model: str, tried: set[str]) -> bool:
-        try:
-            self.router.pick(model, frozenset(tried))
-        except NoReadyReplica:
-            return False
-        return True
 
     def _failed(self, url: str, model: str, why: str) -> None:
         ejected = self.router.outliers.failure(url)

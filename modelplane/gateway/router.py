@@ -60,10 +60,7 @@ class Router:
         if ep is None:
             raise ModelNotFound(model)
         reps = self._replicas(model)
-        ready = [r.url for r in reps if r.status == ReplicaStatus.READY and r.url not in exclude]
-        # Ejected replicas sit out, unless every candidate is ejected: then trying one
-        # beats refusing the request.
-        urls = [u for u in ready if not self.outliers.ejected(u)] or ready
+        urls = self.candidates(model, exclude, reps)
         if urls:
             config, strategy = self._strategy(ep)
             return strategy.choose(urls, Request(body, headers, config), self.stats)
@@ -76,6 +73,16 @@ class Router:
             failed = [r for r in reps if r.status == ReplicaStatus.FAILED]
             why = f"{len(failed)} failed and restarting" if failed else "none is running"
         raise NoReadyReplica(f"endpoint '{model}' has no ready replica; {why}", retry_after=2)
+
+    def candidates(
+        self, model: str, exclude: frozenset[str] = frozenset(), reps: list[Replica] | None = None
+    ) -> list[str]:
+        """Ready replica URLs a request may go to. Ejected replicas sit out, unless
+        every candidate is ejected: then trying one beats refusing the request."""
+        if reps is None:
+            reps = self._replicas(model)
+        ready = [r.url for r in reps if r.status == ReplicaStatus.READY and r.url not in exclude]
+        return [u for u in ready if not self.outliers.ejected(u)] or ready
 
     def observe(self, url: str, seconds: float) -> None:
         """Record a replica's time to first byte."""

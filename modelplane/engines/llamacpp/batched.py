@@ -12,7 +12,6 @@ sequences between steps, so a long answer no longer holds a short one back.
 from __future__ import annotations
 
 import ctypes
-import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,7 +84,6 @@ class BatchedDecoder:
         self._mem = L.llama_get_memory(self._ctx)
         self._vocab = llm._model.vocab
         self._llm = llm
-        self.n_ctx = n_ctx
 
     def close(self) -> None:
         if self._batch is not None:
@@ -126,28 +124,19 @@ class BatchedDecoder:
                     self._vocab, grammar._grammar.encode(), grammar._root.encode()
                 )
             )
-        temp = o.temperature if p.temperature is None else p.temperature
+        temp, top_p, seed = self.x.sampling(p)
         if temp == 0:
             add(L.llama_sampler_init_greedy())
         else:
             add(L.llama_sampler_init_top_k(o.top_k))
-            add(L.llama_sampler_init_top_p(o.top_p if p.top_p is None else p.top_p, 1))
+            add(L.llama_sampler_init_top_p(top_p, 1))
             add(L.llama_sampler_init_min_p(o.min_p, 1))
             add(L.llama_sampler_init_temp(temp))
-            add(L.llama_sampler_init_dist(p.seed if p.seed is not None else random.getrandbits(31)))
+            add(L.llama_sampler_init_dist(seed))
         return chain
 
     def _admit(self, seq: Sequence) -> None:
-        tokens = self.x._prompt_tokens(seq.request)
-        room = self.n_ctx - len(tokens)
-        if room <= 0:
-            kind = seq.request.kind
-            raise InvalidRequest(
-                f"the prompt is {len(tokens)} tokens, more than this model's context of "
-                f"{self.n_ctx}; shorten it",
-                param="messages" if kind == "chat" else "prompt",
-                code="context_length_exceeded",
-            )
+        tokens, limit = self.x.prepare(seq.request)
         # Reuse the free slot whose cache shares the longest prefix with this prompt
         # (a conversation's next turn, a common system prompt), keep that much.
         free = set(range(self.max_batch)) - {s.sid for s in self._slots.values()}
@@ -155,7 +144,6 @@ class BatchedDecoder:
         sid = max(sorted(free), key=lambda k: reuse[k])
         keep = min(reuse[sid], len(tokens) - 1)  # the last prompt token must be decoded
         L.llama_memory_seq_rm(self._mem, sid, keep, -1)
-        limit = min(seq.request.params.max_tokens or room, room)
         self._slots[id(seq)] = _Slot(
             seq,
             sid,

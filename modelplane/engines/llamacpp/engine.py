@@ -11,14 +11,20 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modelplane.engines.base import Capabilities, Delta, GenerateRequest, TokenLogprob
+from modelplane.engines.base import (
+    Capabilities,
+    Delta,
+    GenerateRequest,
+    SamplingParams,
+    TokenLogprob,
+)
 from modelplane.engines.bundled import BUNDLED
 from modelplane.engines.llamacpp.batched import BatchedDecoder
 from modelplane.engines.llamacpp.options import LlamaCppOptions
 from modelplane.engines.llamacpp.weights import converted, resolve_source
 from modelplane.engines.scheduler import Scheduler, Sequence
 from modelplane.engines.text import TextStream
-from modelplane.errors import InvalidRequest
+from modelplane.errors import InvalidRequest, first_invalid
 
 
 class LlamaCppEngine:
@@ -49,9 +55,8 @@ class LlamaCppEngine:
         try:
             LlamaCppOptions.for_model(model, options)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise ValueError(f"options.{where}: {err['msg']}") from None
+            where, why = first_invalid(exc.errors())
+            raise ValueError(f"options.{where}: {why}") from None
 
     async def start(self) -> None:
         await self._scheduler.start()
@@ -186,30 +191,42 @@ class _LlamaExecutor:
                 f"unsupported JSON schema: {exc}", param="response_format"
             ) from None
 
-    def _run(self, seq: Sequence) -> None:
-        llm, e, req = self._llm, self._e, seq.request
-        p = req.params
+    def prepare(self, req: GenerateRequest) -> tuple[list[int], int]:
+        """The prompt's tokens and how many may be generated after them (both
+        executors); a prompt that fills the context is a 400."""
         tokens = self._prompt_tokens(req)
-        room = e.n_ctx - len(tokens)
+        room = self._e.n_ctx - len(tokens)
         if room <= 0:
             raise InvalidRequest(
                 f"the prompt is {len(tokens)} tokens, more than this model's context of "
-                f"{e.n_ctx}; shorten it",
+                f"{self._e.n_ctx}; shorten it",
                 param="messages" if req.kind == "chat" else "prompt",
                 code="context_length_exceeded",
             )
-        limit = min(p.max_tokens or room, room)
+        return tokens, min(req.params.max_tokens or room, room)
+
+    def sampling(self, p: SamplingParams) -> tuple[float, float, int]:
+        """Temperature, top-p and seed: the request's, else the endpoint's defaults."""
+        o = self._e.options
+        return (
+            o.temperature if p.temperature is None else p.temperature,
+            o.top_p if p.top_p is None else p.top_p,
+            p.seed if p.seed is not None else random.getrandbits(31),
+        )
+
+    def _run(self, seq: Sequence) -> None:
+        llm, o, p = self._llm, self._e.options, seq.request.params
+        tokens, limit = self.prepare(seq.request)
         grammar = self._grammar(p.response_format)
-        llm.set_seed(p.seed if p.seed is not None else random.getrandbits(31))
-        o = e.options
-        temp = o.temperature if p.temperature is None else p.temperature
+        temp, top_p, seed = self.sampling(p)
+        llm.set_seed(seed)
         text = TextStream(p.stop)
         n = 0
         finish: Any = "length"
         gen = llm.generate(
             tokens,
             top_k=o.top_k,
-            top_p=o.top_p if p.top_p is None else p.top_p,
+            top_p=top_p,
             min_p=o.min_p,
             temp=temp,
             repeat_penalty=o.repeat_penalty,
