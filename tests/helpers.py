@@ -17,8 +17,12 @@ import httpx
 from openai import OpenAI
 
 ADMIN_KEY = "mp-test-admin-key-0123456789abcdefghijklmnopqrstuvwxyz"
-# A prompt the bundled model keeps answering until max_tokens: long generations on demand.
 COUNTING = "Count from 1 to 1000, separated by commas: 1, 2, 3, 4,"
+# A completion the bundled model keeps writing until max_tokens (3000 tokens: tens of
+# seconds): its repeat penalty would end the counting after ~70 tokens, so a negative
+# frequency penalty keeps it repeating. Tests that need a generation still running
+# when they act use this.
+LONG = {"prompt": COUNTING, "max_tokens": 3000, "frequency_penalty": -1.0}
 
 
 def free_port() -> int:

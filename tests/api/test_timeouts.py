@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import COUNTING, Server, eventually
+from tests.helpers import LONG, Server, eventually
 
 
 def test_upstream_timeout_is_504_and_frees_the_replica(tmp_path: Path) -> None:
@@ -21,9 +21,7 @@ def test_upstream_timeout_is_504_and_frees_the_replica(tmp_path: Path) -> None:
             == 201
         )
         url = server.wait_ready("slow", 1)["replica_status"][0]["url"]
-        r = server.http.post(
-            "/v1/completions", json={"model": "slow", "prompt": COUNTING, "max_tokens": 3000}
-        )
+        r = server.http.post("/v1/completions", json={"model": "slow", **LONG})
         assert r.status_code == 504
         err = r.json()["error"]
         assert err["code"] == "upstream_timeout" and "1 s" in err["message"]

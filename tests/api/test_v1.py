@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from tests.helpers import ADMIN_KEY, COUNTING, Server, eventually
+from tests.helpers import ADMIN_KEY, LONG, Server, eventually
 
 
 def test_chat_completion_answers_sensibly_with_correct_usage(shared_server: Server) -> None:
@@ -249,7 +249,7 @@ def _replica_health(server: Server) -> dict[str, int]:
 
 
 def test_client_disconnect_through_the_gateway_stops_generation(shared_server: Server) -> None:
-    body = {"model": "smollm2", "prompt": COUNTING, "max_tokens": 3000, "stream": True}
+    body = {"model": "smollm2", **LONG, "stream": True}
     with shared_server.http.stream("POST", "/v1/completions", json=body) as resp:
         lines = resp.iter_lines()
         for _ in range(3):

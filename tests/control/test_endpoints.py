@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 
 from modelplane.engines.llamacpp.weights import resolve_source
-from tests.helpers import COUNTING, Server, eventually, pid_alive
+from tests.helpers import LONG, Server, eventually, pid_alive
 
 
 def test_missing_model_file_is_refused_up_front(shared_server: Server) -> None:
@@ -128,7 +128,7 @@ def test_a_busy_replica_is_skipped_for_one_that_can_answer(shared_server: Server
         "busy", 2, balancing="session_affinity", max_queue=0
     ) as reps:
         session = {"x-session-id": "s1"}
-        long = {"model": "busy", "prompt": COUNTING, "max_tokens": 3000, "stream": True}
+        long = {"model": "busy", **LONG, "stream": True}
         with shared_server.http.stream(
             "POST", "/v1/completions", json=long, headers=session
         ) as held:

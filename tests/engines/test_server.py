@@ -15,7 +15,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.helpers import COUNTING, eventually, free_port
+from tests.helpers import COUNTING, LONG, eventually, free_port
 
 
 def start_engine(workdir: Path, max_batch: int = 1) -> tuple[str, subprocess.Popen[bytes]]:
@@ -199,7 +199,7 @@ def test_context_overflow_is_400(client: OpenAI) -> None:
 
 
 def test_client_disconnect_stops_generation(engine: str) -> None:
-    body = {"model": "m", "prompt": COUNTING, "max_tokens": 3000, "temperature": 0, "stream": True}
+    body = {"model": "m", **LONG, "temperature": 0, "stream": True}
     with (
         httpx.Client(timeout=60) as http,
         http.stream("POST", engine + "/v1/completions", json=body) as resp,
@@ -217,7 +217,7 @@ def test_client_disconnect_stops_generation(engine: str) -> None:
 
 
 def test_full_queue_is_503_with_retry_after(engine: str) -> None:
-    body = {"model": "m", "prompt": COUNTING, "max_tokens": 3000, "temperature": 0, "stream": True}
+    body = {"model": "m", **LONG, "temperature": 0, "stream": True}
     stop = threading.Event()
     started: list[int] = []
 
@@ -254,7 +254,7 @@ def test_full_queue_is_503_with_retry_after(engine: str) -> None:
 
 
 def test_client_disconnect_stops_a_non_streaming_generation(engine: str) -> None:
-    body = {"model": "m", "prompt": COUNTING, "max_tokens": 3000, "temperature": 0}
+    body = {"model": "m", **LONG, "temperature": 0}
     with pytest.raises(httpx.ReadTimeout), httpx.Client(timeout=1.0) as http:
         http.post(engine + "/v1/completions", json=body)
     eventually(
@@ -266,7 +266,7 @@ def test_client_disconnect_stops_a_non_streaming_generation(engine: str) -> None
 
 def test_sigterm_during_a_long_generation_stops_the_engine_promptly(tmp_path: Path) -> None:
     url, proc = start_engine(tmp_path)
-    body = {"model": "m", "prompt": COUNTING, "max_tokens": 3000, "temperature": 0}
+    body = {"model": "m", **LONG, "temperature": 0}
     errors: list[BaseException] = []
 
     def generate() -> None:
