@@ -1,0 +1,96 @@
+"""The one seam between the gateway and an upstream.
+
+A provider sends one OpenAI-shaped request to one upstream address and hands back an
+OpenAI-shaped answer: the status, and either the whole body or a stream of SSE frames
+(``data: {...}\\n\\n`` … ``data: [DONE]\\n\\n``). OpenAI-compatible upstreams are passed
+through as bytes; the others translate both ways.
+
+The contract the gateway relies on, for every provider:
+
+- Transport failures surface as ``aiohttp.ClientError`` or ``TimeoutError``; the
+  gateway decides whether to retry or fall back.
+- Upstream HTTP errors come back as a ``Reply`` with the upstream status and an OpenAI
+  error envelope as the body. A prompt that does not fit the model's context gets
+  ``code: "context_length_exceeded"`` (status 400) whatever the upstream called it, and
+  rate limiting keeps its 429 (with ``retry-after`` in ``headers`` when the upstream sent
+  one), so fallbacks can be taken on either.
+- ``send`` returns once the upstream's status is known. A streamed ``Reply.stream``
+  owns the upstream response and releases it when exhausted or closed; a failure in
+  the middle of a stream ends it with an ``error`` SSE event, never an exception.
+- Secrets (``Target.credentials``) never appear in a ``Reply``, an exception message or a
+  log line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
+
+import aiohttp
+
+Kind = Literal["chat", "completions", "embeddings"]
+
+PATHS: Mapping[Kind, str] = {
+    "chat": "/v1/chat/completions",
+    "completions": "/v1/completions",
+    "embeddings": "/v1/embeddings",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One OpenAI-shaped request on its way to one upstream."""
+
+    kind: Kind
+    body: bytes
+    """The client's bytes; forwarded untouched where the upstream speaks OpenAI."""
+    obj: Mapping[str, Any]
+    """The same body, parsed."""
+    model: str
+    """The upstream's name for the model (may differ from the body's ``model``)."""
+    stream: bool
+    request_id: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Headers to propagate upstream (``traceparent``, ``tracestate``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a provider sends: an address, its options, and resolved secrets."""
+
+    base_url: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    credentials: Mapping[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # credentials stay out of reprs, logs and tracebacks
+        return f"Target(base_url={self.base_url!r}, credentials={sorted(self.credentials)})"
+
+
+@dataclass(slots=True)
+class Reply:
+    """An upstream answer in OpenAI shape."""
+
+    status: int
+    content_type: str = "application/json"
+    body: bytes | None = None
+    stream: AsyncIterator[bytes] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Headers worth passing to the client (``retry-after``, ``x-ratelimit-*``)."""
+
+
+class Provider(Protocol):
+    """An upstream wire protocol. Instances are stateless and shared by all requests."""
+
+    name: ClassVar[str]
+    default_base_url: ClassVar[str]
+    kinds: ClassVar[frozenset[Kind]]
+    """Which request kinds this upstream can serve."""
+
+    async def send(
+        self, session: aiohttp.ClientSession, target: Target, call: Call
+    ) -> Reply: ...
+
+    async def models(self, session: aiohttp.ClientSession, target: Target) -> list[str]:
+        """The model names the upstream offers (empty where it cannot tell)."""
+        ...
