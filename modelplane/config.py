@@ -90,6 +90,17 @@ class Settings(BaseSettings):
     bootstrap_endpoint: bool = True
     """``modelplane up`` creates the bundled ``smollm2`` endpoint when none exist."""
 
+    routes: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Routes declared here (GitOps) are reconciled into the database at start; the
+    control API cannot change them. Same shape as ``PUT /api/routes/{name}``."""
+
+    redis_url: str = ""
+    """``redis://…`` to share the response cache (and, with governance, rate limits)
+    between server processes; empty means in-process memory."""
+
+    response_cache_max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
+    """Memory bound of the in-process response cache (when ``redis_url`` is empty)."""
+
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
 

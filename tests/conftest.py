@@ -83,3 +83,24 @@ def _serve(home: Path, database_url: str) -> Iterator[Server]:
         yield server
     finally:
         server.close()
+
+
+REDIS_URL = os.environ.get("MODELPLANE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The real Redis (``MODELPLANE_TEST_REDIS_URL``); tests using it skip when it is
+    absent, unless ``MODELPLANE_REQUIRE_SERVICES=1``, where they fail."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"Redis is required (MODELPLANE_REQUIRE_SERVICES=1) but failed: {exc}")
+        pytest.skip(f"Redis not reachable at {REDIS_URL}")
+    finally:
+        client.close()
+    return REDIS_URL

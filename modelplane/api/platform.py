@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from modelplane import coord
 from modelplane.config import Settings
 from modelplane.control.endpoints import EndpointService
 from modelplane.control.keys import KeyService
 from modelplane.control.reconciler import Reconciler
+from modelplane.control.routes import RouteService
+from modelplane.gateway.cache import ResponseCache
 from modelplane.gateway.proxy import Proxy
 from modelplane.gateway.router import Router
+from modelplane.gateway.routes import RouteTable
 from modelplane.runtimes import registry as runtimes
 from modelplane.store.db import Database
 
@@ -24,8 +28,10 @@ class Platform:
     keys: KeyService
     reconciler: Reconciler
     endpoints: EndpointService
+    routes: RouteService
     router: Router
     proxy: Proxy
+    coord: coord.Coord
     new_admin_key: str | None = field(default=None)
 
     @classmethod
@@ -56,14 +62,26 @@ class Platform:
             poll_s=settings.cache_refresh_interval_s,
         )
         await reconciler.start()
+        routes = RouteService(db, settings.cache_refresh_interval_s)
+        await routes.sync_declared(settings.routes, reconciler.endpoints)
+        await routes.start()
         router = Router(lambda: reconciler.endpoints, runtime.replicas)
-        proxy = Proxy(router, timeout_s=settings.upstream_timeout_s)
+        table = RouteTable(lambda: routes.routes, lambda: reconciler.endpoints)
+        shared = coord.create(
+            settings.redis_url or None, cache_max_bytes=settings.response_cache_max_bytes
+        )
+        proxy = Proxy(
+            router, table, timeout_s=settings.upstream_timeout_s, cache=ResponseCache(shared.cache)
+        )
+        endpoints = EndpointService(reconciler, routes)
         return cls(
-            settings, db, keys, reconciler, EndpointService(reconciler), router, proxy, new_admin
+            settings, db, keys, reconciler, endpoints, routes, router, proxy, shared, new_admin
         )
 
     async def close(self) -> None:
         await self.proxy.close()
+        await self.coord.close()
+        await self.routes.close()
         await self.reconciler.close()
         await self.reconciler.runtime.close()
         await self.keys.close()

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from modelplane.errors import first_invalid
 from modelplane.gateway.balancing import BalancingConfig
+from modelplane.gateway.router import QueueConfig
 
 
 class _Strict(BaseModel):
@@ -16,18 +17,28 @@ class _Strict(BaseModel):
 
 
 def _check_balancing(options: dict[str, Any] | None) -> dict[str, Any] | None:
-    if options and "balancing" in options:
-        try:
-            BalancingConfig.parse(options["balancing"])
-        except ValidationError as exc:
-            where, why = first_invalid(exc.errors())
-            raise ValueError(f"balancing.{where}: {why}") from None
+    """The gateway's own options (``balancing``, ``queue``) are checked here; the
+    engine's are checked by the engine when the endpoint is written."""
+    for name, parse in (
+        ("balancing", BalancingConfig.parse),
+        ("queue", QueueConfig.model_validate),
+    ):
+        if options and name in options:
+            try:
+                parse(options[name])
+            except ValidationError as exc:
+                where, why = first_invalid(exc.errors())
+                raise ValueError(f"{name}.{where}: {why}" if where else f"{name}: {why}") from None
     return options
 
 
 class EndpointCreate(_Strict):
     name: str = Field(min_length=1, max_length=63)
-    engine: str = "llamacpp"
+    engine: str | None = None
+    """A built-in engine run by modelplane (default ``llamacpp``)…"""
+    provider: str | None = None
+    """…or an external provider (``openai``, ``ollama``, ``anthropic``, ``bedrock``,
+    ``vertex``); its address and credential references go in ``options``."""
     model: str = Field(min_length=1)
     replicas: int = Field(default=1, ge=0)
     options: dict[str, Any] = Field(default_factory=dict)

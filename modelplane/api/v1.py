@@ -9,51 +9,60 @@ from fastapi.responses import Response, StreamingResponse
 
 from modelplane.api.deps import CallerDep, PlatformDep
 from modelplane.asgi import until_disconnect
-from modelplane.gateway.proxy import peek
+from modelplane.gateway.proxy import Inbound, peek
+from modelplane.providers.base import Kind
+from modelplane.store.records import ApiKey
 
 router = APIRouter(prefix="/v1")
 
 
-async def _forward(request: Request, platform: PlatformDep, path: str) -> Response:
+async def _forward(request: Request, platform: PlatformDep, caller: ApiKey, kind: Kind) -> Response:
     body = await request.body()
-    peeked = peek(body)
-    rid: str = request.scope["state"]["request_id"]
-    _, up = await until_disconnect(
-        request.receive, platform.proxy.forward(path, body, peeked, rid, request.headers)
+    inbound = Inbound(
+        kind, body, peek(body), request.scope["state"]["request_id"], request.headers, caller.id
     )
-    if up is None:  # the client left: the upstream request was cancelled with it
+    _, reply = await until_disconnect(request.receive, platform.proxy.forward(inbound))
+    if reply is None:  # the client left: the upstream request was cancelled with it
         return Response(status_code=499)
-    if up.stream is not None:
+    if reply.stream is not None:
         return StreamingResponse(
-            up.stream,
-            status_code=up.status,
-            media_type=up.content_type,
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+            reply.stream,
+            status_code=reply.status,
+            media_type=reply.content_type,
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no", **reply.headers},
         )
-    return Response(up.body, status_code=up.status, media_type=up.content_type)
+    return Response(
+        reply.body, status_code=reply.status, media_type=reply.content_type, headers=reply.headers
+    )
 
 
 @router.post("/chat/completions")
-async def chat_completions(request: Request, platform: PlatformDep, _: CallerDep) -> Response:
-    return await _forward(request, platform, "/v1/chat/completions")
+async def chat_completions(request: Request, platform: PlatformDep, caller: CallerDep) -> Response:
+    return await _forward(request, platform, caller, "chat")
 
 
 @router.post("/completions")
-async def completions(request: Request, platform: PlatformDep, _: CallerDep) -> Response:
-    return await _forward(request, platform, "/v1/completions")
+async def completions(request: Request, platform: PlatformDep, caller: CallerDep) -> Response:
+    return await _forward(request, platform, caller, "completions")
+
+
+@router.post("/embeddings")
+async def embeddings(request: Request, platform: PlatformDep, caller: CallerDep) -> Response:
+    return await _forward(request, platform, caller, "embeddings")
 
 
 @router.get("/models")
 async def models(platform: PlatformDep, _: CallerDep) -> dict[str, Any]:
+    created = {ep.name: int(ep.created_at.timestamp()) for ep in platform.router.models()}
     return {
         "object": "list",
         "data": [
             {
-                "id": ep.name,
+                "id": name,
                 "object": "model",
-                "created": int(ep.created_at.timestamp()),
+                "created": created.get(name, 0),
                 "owned_by": "modelplane",
             }
-            for ep in platform.router.models()
+            for name in platform.proxy.routes.names()
         ],
     }

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from modelplane.control.reconciler import Reconciler
 from modelplane.engines import registry as engines
 from modelplane.errors import Conflict, InvalidRequest, NotFound
+from modelplane.gateway.routes import RouteSpec
+from modelplane.providers import registry as providers
 from modelplane.runtimes.base import ReplicaStatus
-from modelplane.store.records import GATEWAY_OPTIONS, Endpoint
+from modelplane.store.records import GATEWAY_OPTIONS, Endpoint, Route
 from modelplane.store.repos import DuplicateName, EndpointRepo
+
+
+class RouteUsers(Protocol):
+    """What endpoint deletion needs to know of routes (kept narrow: control/routes.py
+    imports this module)."""
+
+    @property
+    def routes(self) -> Mapping[str, Route]: ...
+
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 MAX_REPLICAS = 64
@@ -37,12 +49,50 @@ def _check_spec(engine: str, model: str, options: dict[str, Any]) -> None:
         ) from None
 
 
+CREDENTIAL_REF = re.compile(r"^(env|secret):[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
+
+
+def _check_provider(provider: str, options: dict[str, Any]) -> None:
+    if provider not in providers.names():
+        raise InvalidRequest(
+            f"unknown provider '{provider}'; available: {', '.join(providers.names())}",
+            param="provider",
+        )
+    base_url = options.get("base_url")
+    if base_url is not None and not (
+        isinstance(base_url, str) and base_url.startswith(("http://", "https://"))
+    ):
+        raise InvalidRequest("options.base_url must be an http(s) URL", param="options")
+    creds = options.get("credentials", {})
+    if not isinstance(creds, dict) or not all(
+        isinstance(v, str) and CREDENTIAL_REF.match(v) for v in creds.values()
+    ):
+        # Options are shown by the API; a secret written here would be shown too.
+        raise InvalidRequest(
+            "options.credentials maps a field to 'env:VARIABLE' or 'secret:NAME', never "
+            "to the secret itself",
+            param="options",
+        )
+
+
 class EndpointService:
-    def __init__(self, reconciler: Reconciler) -> None:
+    def __init__(self, reconciler: Reconciler, routes: RouteUsers | None = None) -> None:
         self.reconciler = reconciler
         self.repo = EndpointRepo(reconciler.db)
+        self.routes = routes
 
     def view(self, ep: Endpoint) -> dict[str, Any]:
+        if ep.provider is not None:
+            return {
+                "name": ep.name,
+                "provider": ep.provider,
+                "model": ep.model,
+                "options": ep.options,
+                "generation": ep.generation,
+                "status": "external",
+                "created_at": ep.created_at.isoformat(),
+                "updated_at": ep.updated_at.isoformat(),
+            }
         replicas = self.reconciler.runtime.replicas(ep.name)
         ready = sum(r.status == ReplicaStatus.READY for r in replicas)
         return {
@@ -60,7 +110,14 @@ class EndpointService:
         }
 
     async def create(
-        self, *, name: str, engine: str, model: str, replicas: int, options: dict[str, Any]
+        self,
+        *,
+        name: str,
+        model: str,
+        options: dict[str, Any],
+        engine: str | None = None,
+        provider: str | None = None,
+        replicas: int = 1,
     ) -> Endpoint:
         if not NAME.match(name):
             raise InvalidRequest(
@@ -68,11 +125,23 @@ class EndpointService:
                 "starting with a letter or digit",
                 param="name",
             )
-        _check_replicas(replicas)
-        _check_spec(engine, model, options)
+        if provider is not None:
+            if engine is not None:
+                raise InvalidRequest("give an engine or a provider, not both", param="engine")
+            _check_provider(provider, options)
+            engine, replicas = "", 0
+        else:
+            engine = engine or "llamacpp"
+            _check_replicas(replicas)
+            _check_spec(engine, model, options)
         try:
             ep = await self.repo.add(
-                name=name, engine=engine, model=model, replicas=replicas, options=options
+                name=name,
+                engine=engine,
+                provider=provider,
+                model=model,
+                replicas=replicas,
+                options=options,
             )
         except DuplicateName:
             raise Conflict(f"an endpoint named '{name}' already exists") from None
@@ -90,8 +159,18 @@ class EndpointService:
 
     async def update(self, name: str, changes: dict[str, Any]) -> Endpoint:
         current = await self.get(name)
+        if current.provider is not None:
+            if changes.keys() & {"engine", "replicas"}:
+                raise InvalidRequest(
+                    f"'{name}' is served by the {current.provider} provider; it has no engine "
+                    "or replicas",
+                    param="engine" if "engine" in changes else "replicas",
+                )
+            _check_provider(current.provider, changes.get("options", current.options))
+        elif "provider" in changes:
+            raise InvalidRequest("an endpoint cannot change to a provider", param="provider")
         _check_replicas(changes.get("replicas"))
-        if changes.keys() & {"engine", "model", "options"}:
+        if current.provider is None and changes.keys() & {"engine", "model", "options"}:
             _check_spec(
                 changes.get("engine", current.engine),
                 changes.get("model", current.model),
@@ -104,6 +183,17 @@ class EndpointService:
         return ep
 
     async def delete(self, name: str) -> None:
+        if self.routes is not None:
+            users = sorted(
+                r.name
+                for r in self.routes.routes.values()
+                if name in RouteSpec.model_validate(r.spec).endpoints()
+            )
+            if users:
+                raise Conflict(
+                    f"endpoint '{name}' is used by route(s) {', '.join(users)}; change or "
+                    "delete them first"
+                )
         if not await self.repo.delete(name):
             raise NotFound(f"no endpoint named '{name}'")
         # Returns once every replica process is gone.

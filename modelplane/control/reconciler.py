@@ -53,9 +53,10 @@ class Reconciler:
             desired = {ep.name: ep for ep in await self.repo.all()}
             self.endpoints = desired
             self._rev = rev
-            for ep in desired.values():
-                await self.runtime.apply(ep)
-            for name in self.runtime.endpoints() - desired.keys():
+            local = {name for name, ep in desired.items() if ep.provider is None}
+            for name in local:
+                await self.runtime.apply(desired[name])
+            for name in self.runtime.endpoints() - local:
                 await self.runtime.delete(name)
             self.healthy = True
 

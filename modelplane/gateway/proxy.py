@@ -1,18 +1,19 @@
-"""Forward an OpenAI request to a replica and stream the answer back, as bytes.
+"""One OpenAI request through a route: pick a target, try it (retrying with backoff
+and jitter), fall back down the route's chain, and hand back the first good answer.
 
-Bodies and SSE frames pass through untouched. A replica that cannot be reached, or that
-dies before the first byte of the answer reached the client, is skipped and the request
-goes to another ready replica (a generation is safe to repeat until something was sent).
-After the first streamed byte there is no retry: the stream ends with an error event.
+Nothing is retried once a byte of the answer reached the client: a stream is only
+handed back after its first chunk arrived, and a failure later ends it with an error
+event. Bodies and SSE frames of OpenAI-compatible upstreams pass through as bytes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import AsyncExitStack
+import os
+import random
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,19 +21,23 @@ import aiohttp
 
 from modelplane.errors import (
     InvalidRequest,
+    ModelplaneError,
     NoReadyReplica,
+    Overloaded,
     UpstreamError,
     UpstreamTimeout,
     openai_envelope,
 )
+from modelplane.gateway.cache import ResponseCache
 from modelplane.gateway.router import Router
+from modelplane.gateway.routes import ResolvedRoute, RouteTable
+from modelplane.providers import registry as providers
+from modelplane.providers.base import Call, Kind, Provider, Reply, Target
+from modelplane.store.records import Endpoint
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 3
-# Failures of one replica that happened before anything reached the client, so another
-# replica may try (connect timeouts are ClientConnectionErrors; the total timeout is not).
-_RETRYABLE = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
+PROPAGATE = ("traceparent", "tracestate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,146 +67,331 @@ def peek(body: bytes) -> Peeked:
     return Peeked(model, stream, obj)
 
 
+@dataclass(slots=True)
+class Failure:
+    """Why one target could not answer; ``kind`` is matched against ``fallback_on``."""
+
+    kind: str  # connect | 5xx | 429 | timeout | context_length
+    reply: Reply | None = None
+    error: ModelplaneError | None = None
+
+
 @dataclass(frozen=True, slots=True)
-class UpstreamStatus:
-    """A replica's error answer, kept while another replica is tried."""
-
-    status: int
-    content_type: str
+class Inbound:
+    kind: Kind
     body: bytes
+    peeked: Peeked
+    request_id: str
+    headers: Mapping[str, str]
+    caller_id: str
 
 
-class Upstream:
-    """A received upstream answer: status, headers, and either a body or a byte stream."""
+def _error_code(reply: Reply) -> str | None:
+    try:
+        code = json.loads(reply.body or b"")["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return code if isinstance(code, str) else None
 
-    def __init__(
-        self,
-        status: int,
-        content_type: str,
-        body: bytes | None,
-        stream: AsyncIterator[bytes] | None,
-    ) -> None:
-        self.status = status
-        self.content_type = content_type
-        self.body = body
-        self.stream = stream
+
+def resolve_credentials(
+    ep: Endpoint, secrets: Callable[[str], str | None] | None = None
+) -> dict[str, str]:
+    """``options.credentials`` maps a field to ``env:NAME`` or ``secret:NAME``; the
+    values are read at request time, so a rotated secret applies without a restart."""
+    out: dict[str, str] = {}
+    for field, ref in (ep.options.get("credentials") or {}).items():
+        source, _, name = str(ref).partition(":")
+        value = os.environ.get(name) if source == "env" else secrets(name) if secrets else None
+        if not value:
+            where = f"environment variable {name}" if source == "env" else f"secret '{name}'"
+            raise UpstreamError(
+                f"endpoint '{ep.name}' needs its {field} from {where}, which is not set"
+            )
+        out[field] = value
+    return out
 
 
 class Proxy:
-    """Forwards to replicas over one pooled, keep-alive aiohttp session.
+    """Forwards over one pooled, keep-alive aiohttp session shared by all upstreams.
 
     aiohttp rather than httpx here: its C HTTP parser costs a fraction of the CPU per
     streamed chunk, and on a small machine that CPU is taken from the model's decode
     threads (see bench/README.md).
     """
 
-    def __init__(self, router: Router, *, timeout_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        router: Router,
+        routes: RouteTable,
+        *,
+        timeout_s: float = 600.0,
+        cache: ResponseCache | None = None,
+        secrets: Callable[[str], str | None] | None = None,
+    ) -> None:
         self.router = router
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=5.0)
-        self._session: aiohttp.ClientSession | None = None
+        self.routes = routes
+        self.timeout_s = timeout_s
+        self.cache = cache
+        self.secrets = secrets
+        self._sessions: dict[float, aiohttp.ClientSession] = {}
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def session(self, connect_s: float = 5.0) -> aiohttp.ClientSession:
+        """The pooled session for one connect timeout (routes rarely differ in it, and a
+        per-request timeout would have to be threaded through every provider)."""
+        session = self._sessions.get(connect_s)
+        if session is None:
             # Created lazily, inside the running loop that will use it.
-            self._session = aiohttp.ClientSession(
-                timeout=self.timeout,
+            session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_s),
                 connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=30),
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
             )
-        return self._session
+            self._sessions[connect_s] = session
+        return session
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in self._sessions.values():
+            await session.close()
 
-    async def forward(
-        self, path: str, body: bytes, peeked: Peeked, request_id: str, headers: Mapping[str, str]
-    ) -> Upstream:
-        model, stream = peeked.model, peeked.stream
-        tried: set[str] = set()
-        last: BaseException | UpstreamStatus | None = None
-        for _ in range(MAX_ATTEMPTS):
-            try:
-                url = self.router.pick(model, frozenset(tried), peeked.body, headers)
-            except NoReadyReplica:
-                if last is None:
-                    raise
+    async def forward(self, req: Inbound) -> Reply:
+        route = self.routes.resolve(req.peeked.model)
+        spec = route.spec
+        cache_key = None
+        if self.cache is not None and self._cache_wanted(route, req.headers):
+            cache_key = self.cache.key(route.name, req.kind, req.peeked.body)
+            hit = await self.cache.get(cache_key)
+            if hit is not None:
+                stream = self.cache.replay(hit) if hit.stream else None
+                body = None if hit.stream else hit.body
+                return Reply(200, hit.content_type, body, stream, {"x-modelplane-cache": "hit"})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (spec.timeouts.total_s or self.timeout_s)
+        sticky = None
+        if spec.sticky == "key":
+            sticky = req.caller_id
+        elif spec.sticky == "user" and isinstance(req.peeked.body.get("user"), str):
+            sticky = req.peeked.body["user"]
+        last: Failure | None = None
+        for name in route.chain(sticky):
+            outcome = await self._target(route, name, req, deadline)
+            if isinstance(outcome, Reply):
+                outcome.headers = {**outcome.headers, "x-modelplane-target": name}
+                if cache_key is not None and self.cache is not None:
+                    self._store(outcome, cache_key, route.spec.cache.ttl_s)
+                    outcome.headers["x-modelplane-cache"] = "miss"
+                return outcome
+            last = outcome
+            if outcome.kind not in spec.fallback_on or loop.time() >= deadline:
                 break
-            tried.add(url)
-            stack = AsyncExitStack()
-            stack.enter_context(self.router.track(url))
-            try:
-                sent = time.monotonic()
-                resp = await stack.enter_async_context(
-                    self.session.post(
-                        url + path,
-                        data=body,
-                        headers={"content-type": "application/json", "x-request-id": request_id},
-                    )
+            log.info(
+                "request %s: '%s' failed (%s); falling back", req.request_id, name, outcome.kind
+            )
+        assert last is not None  # a route has at least one target
+        if last.reply is not None:
+            return last.reply
+        raise last.error or UpstreamError(f"no target of '{route.name}' could answer")
+
+    def _cache_wanted(self, route: ResolvedRoute, headers: Mapping[str, str]) -> bool:
+        asked = headers.get("x-modelplane-cache", "").lower()
+        if asked in ("on", "use", "true", "1"):
+            return True
+        if asked in ("off", "bypass", "no-cache", "false", "0"):
+            return False
+        return route.spec.cache.enabled
+
+    def _store(self, reply: Reply, key: str, ttl_s: float) -> None:
+        assert self.cache is not None
+        if reply.status != 200:
+            return
+        if reply.stream is not None:
+            reply.stream = self.cache.tee(key, reply.stream, reply.content_type, ttl_s)
+        elif reply.body is not None:
+            asyncio.get_running_loop().create_task(
+                self.cache.put(key, reply.content_type, reply.body, ttl_s)
+            )
+
+    async def _target(
+        self, route: ResolvedRoute, name: str, req: Inbound, deadline: float
+    ) -> Reply | Failure:
+        """Try one endpoint, retrying transient failures; a Reply is final."""
+        try:
+            ep = self.router.endpoint(name)
+        except ModelplaneError as exc:
+            return Failure("connect", error=NoReadyReplica(f"{exc.message}", retry_after=2))
+        provider = providers.get(ep.provider or "openai")
+        if req.kind not in provider.kinds:
+            return Failure(
+                "connect",
+                error=InvalidRequest(
+                    f"'{name}' ({provider.name}) does not serve {req.kind} requests",
+                    param="model",
+                ),
+            )
+        retries = route.spec.retries
+        loop = asyncio.get_running_loop()
+        tried: set[str] = set()
+        last: Failure | None = None
+        for attempt in range(retries.attempts + 1):
+            if attempt:
+                delay = random.uniform(
+                    0, min(retries.max_backoff_s, retries.backoff_s * 2**attempt)
                 )
-                self.router.observe(url, time.monotonic() - sent)
-                ctype = resp.headers.get("content-type", "application/json")
-                if resp.status >= 500:
-                    # 503 is "busy"; other 5xx count towards ejecting this replica.
-                    if resp.status != 503:
-                        self._failed(url, model, f"HTTP {resp.status}")
-                    # Nothing was sent to the client yet: another replica may answer.
-                    if len(tried) < MAX_ATTEMPTS and self.router.candidates(
-                        model, frozenset(tried)
-                    ):
-                        last = UpstreamStatus(resp.status, ctype, await resp.read())
-                        await stack.aclose()
-                        continue
-                else:
-                    self.router.outliers.success(url)
-                if not stream or resp.status != 200:
-                    data = await resp.read()
-                    await stack.aclose()
-                    return Upstream(resp.status, ctype, data, None)
-                return Upstream(200, ctype, None, _relay(resp, stack, request_id))
-            except _RETRYABLE as exc:
-                await stack.aclose()
-                last = exc
-                self._failed(url, model, type(exc).__name__)
-            except TimeoutError:  # the total timeout (connect timeouts retried above)
-                await stack.aclose()
-                raise UpstreamTimeout(
-                    f"'{model}' did not answer within {self.timeout.total:.0f} s "
-                    "(MODELPLANE_UPSTREAM_TIMEOUT_S)"
-                ) from None
-            except BaseException:
-                await stack.aclose()
-                raise
-        if isinstance(last, UpstreamStatus):  # every replica said 5xx: pass the last one on
-            return Upstream(last.status, last.content_type, last.body, None)
-        raise UpstreamError(
-            f"no replica of '{model}' could answer after {len(tried)} attempt(s); retry shortly"
+                if loop.time() + delay >= deadline:
+                    break
+                await asyncio.sleep(delay)
+            pending = (
+                frozenset(tried) if self.router.candidates(ep, frozenset(tried)) else frozenset()
+            )
+            try:
+                async with asyncio.timeout_at(deadline):
+                    url = await self.router.acquire(ep, pending, req.peeked.body, req.headers)
+            except (NoReadyReplica, Overloaded) as exc:
+                # Nothing to try on this endpoint now: falling back beats waiting.
+                return Failure("connect" if isinstance(exc, NoReadyReplica) else "5xx", error=exc)
+            except TimeoutError:
+                return Failure("timeout", error=self._timeout(route, total=True))
+            tried.add(url)
+            outcome = await self._attempt(route, ep, provider, url, req, deadline)
+            if isinstance(outcome, Reply):
+                return outcome
+            last = outcome
+            if outcome.kind == "context_length" or loop.time() >= deadline:
+                break
+        assert last is not None or tried == set()
+        return last or Failure("timeout", error=self._timeout(route, total=True))
+
+    async def _attempt(
+        self,
+        route: ResolvedRoute,
+        ep: Endpoint,
+        provider: Provider,
+        url: str,
+        req: Inbound,
+        deadline: float,
+    ) -> Reply | Failure:
+        """One request to one replica (or provider address); owns the acquired slot."""
+        loop = asyncio.get_running_loop()
+        timeouts = route.spec.timeouts
+        first_by = (
+            deadline if timeouts.ttft_s is None else min(deadline, loop.time() + timeouts.ttft_s)
+        )
+        released = False
+        try:
+            target = Target(
+                url + "/v1" if ep.provider is None else url,
+                ep.options,
+                resolve_credentials(ep, self.secrets) if ep.provider else {},
+            )
+            model = ep.model if ep.provider else req.peeked.model
+            call = Call(
+                req.kind,
+                req.body,
+                req.peeked.body,
+                model,
+                req.peeked.stream,
+                req.request_id,
+                {h: req.headers[h] for h in PROPAGATE if h in req.headers},
+            )
+            started = loop.time()
+            try:
+                async with asyncio.timeout_at(first_by):
+                    reply = await provider.send(self.session(timeouts.connect_s), target, call)
+                    first = None
+                    if reply.stream is not None:
+                        try:
+                            first = await anext(reply.stream)
+                        except StopAsyncIteration:
+                            first = b""
+            except TimeoutError:
+                self._failed(url, ep.name, "timeout")
+                total = first_by >= deadline
+                return Failure("timeout", error=self._timeout(route, total=total))
+            except (aiohttp.ClientError, OSError) as exc:
+                self._failed(url, ep.name, type(exc).__name__)
+                return Failure(
+                    "connect",
+                    error=UpstreamError(
+                        f"'{ep.name}' could not be reached ({type(exc).__name__}); retry shortly"
+                    ),
+                )
+            self.router.observe(url, loop.time() - started)
+            failure = self._classify(reply, url, ep.name)
+            if failure is not None:
+                if reply.stream is not None:
+                    await reply.stream.aclose()  # type: ignore[attr-defined]
+                return failure
+            self.router.outliers.success(url)
+            if reply.stream is not None:
+                reply.stream = self._hold(url, first or b"", reply.stream, deadline, route)
+                released = True  # the stream releases the slot when it ends
+            return reply
+        finally:
+            if not released:
+                self.router.release(url)
+
+    def _classify(self, reply: Reply, url: str, name: str) -> Failure | None:
+        status = reply.status
+        if status < 400:
+            return None
+        if status == 429:
+            return Failure("429", reply)
+        if status >= 500:
+            if status != 503:  # 503 is "busy"; other 5xx count towards ejection
+                self._failed(url, name, f"HTTP {status}")
+            return Failure("5xx", reply)
+        if status == 400 and _error_code(reply) == "context_length_exceeded":
+            return Failure("context_length", reply)
+        return None  # the client's own error: final, no retry, no fallback
+
+    async def _hold(
+        self,
+        url: str,
+        first: bytes,
+        rest: AsyncIterator[bytes],
+        deadline: float,
+        route: ResolvedRoute,
+    ) -> AsyncIterator[bytes]:
+        """Relay the rest of a stream, releasing the replica slot when it ends (or the
+        client leaves), and ending it with an error event at the route's deadline."""
+        try:
+            if first:
+                yield first
+            while True:
+                try:
+                    # The timeout wraps the read only, never a yield to the client.
+                    async with asyncio.timeout_at(deadline):
+                        chunk = await anext(rest)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    err = self._timeout(route, total=True)
+                    yield b"data: " + json.dumps(openai_envelope(err)).encode() + b"\n\n"
+                    return
+                yield chunk
+        finally:
+            try:
+                await rest.aclose()  # type: ignore[attr-defined]
+            finally:
+                self.router.release(url)
+
+    def _timeout(self, route: ResolvedRoute, *, total: bool) -> UpstreamTimeout:
+        t = route.spec.timeouts
+        if total:
+            limit = t.total_s or self.timeout_s
+            where = "timeouts.total_s" if t.total_s else "MODELPLANE_UPSTREAM_TIMEOUT_S"
+            return UpstreamTimeout(f"'{route.name}' did not answer within {limit:g} s ({where})")
+        return UpstreamTimeout(
+            f"'{route.name}' did not start answering within {t.ttft_s:g} s (timeouts.ttft_s)"
         )
 
-    def _failed(self, url: str, model: str, why: str) -> None:
+    def _failed(self, url: str, name: str, why: str) -> None:
         ejected = self.router.outliers.failure(url)
         log.warning(
-            "replica %s of '%s' failed before answering (%s)%s",
+            "upstream %s of '%s' failed before answering (%s)%s",
             url,
-            model,
+            name,
             why,
             f"; ejected for {self.router.outliers.cooldown_left(url):.0f}s" if ejected else "",
         )
-
-
-async def _relay(
-    resp: aiohttp.ClientResponse, stack: AsyncExitStack, request_id: str
-) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in resp.content.iter_any():
-            yield chunk
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        log.warning("request %s: upstream stream broke (%s)", request_id, type(exc).__name__)
-        err = UpstreamError(
-            "the model replica failed in the middle of the answer; retry the request"
-        )
-        yield b"data: " + json.dumps(openai_envelope(err)).encode() + b"\n\n"
-    finally:
-        await stack.aclose()

@@ -1,12 +1,24 @@
-"""From a model name to a ready replica, without touching the database."""
+"""From an endpoint to one of its upstream addresses, without touching the database.
+
+Local endpoints have replicas (from the runtime); an external provider's endpoint has
+one address, its base URL, treated as an always-ready replica so that balancing,
+outstanding counts and outlier ejection work the same for both.
+
+Admission: an endpoint may cap in-flight requests per replica (``options.queue``).
+When every replica is at its cap, requests wait in a bounded first-come queue for a
+slot; past ``max_waiting`` (or after ``timeout_s``) they get 503 with ``retry-after``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+import asyncio
+from collections import deque
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from modelplane.errors import ModelNotFound, NoReadyReplica
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelplane.errors import ModelNotFound, NoReadyReplica, Overloaded
 from modelplane.gateway import balancing
 from modelplane.gateway.balancing import BalancingConfig, Request, Stats, Strategy
 from modelplane.gateway.outliers import Outliers
@@ -19,6 +31,30 @@ EWMA_WEIGHT = 0.3
 _NO_BODY: Mapping[str, Any] = {}
 
 
+class QueueConfig(BaseModel):
+    """``options.queue`` of an endpoint."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_concurrency: int | None = Field(default=None, ge=1)
+    """In-flight requests per replica; unset means no cap (the replica's own queue)."""
+    max_waiting: int = Field(default=100, ge=0)
+    """Requests that may wait for a slot when every replica is at its cap."""
+    timeout_s: float = Field(default=30.0, gt=0)
+    """How long one request may wait for a slot."""
+
+
+class _Policy:
+    __slots__ = ("balancing", "queue", "raw", "strategy", "waiters")
+
+    def __init__(self, raw: tuple[object, object]) -> None:
+        self.raw = raw
+        self.balancing = BalancingConfig.parse(raw[0])
+        self.strategy: Strategy = balancing.create(self.balancing)
+        self.queue = QueueConfig.model_validate(raw[1] or {})
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+
 class Router:
     def __init__(
         self,
@@ -27,7 +63,9 @@ class Router:
     ) -> None:
         self._endpoints = endpoints
         self._replicas = replicas
-        self._strategies: dict[str, tuple[object, BalancingConfig, Strategy]] = {}
+        self._policies: dict[str, _Policy] = {}
+        self._external: dict[str, tuple[Endpoint, list[Replica]]] = {}
+        self._endpoint_of: dict[str, str] = {}
         self.stats = Stats()
         self.outliers = Outliers()
 
@@ -35,35 +73,46 @@ class Router:
     def outstanding(self) -> dict[str, int]:
         return self.stats.outstanding
 
+    def endpoint(self, name: str) -> Endpoint:
+        ep = self._endpoints().get(name)
+        if ep is None:
+            raise ModelNotFound(name)
+        return ep
+
     def models(self) -> list[Endpoint]:
         return sorted(self._endpoints().values(), key=lambda e: e.name)
 
-    def _strategy(self, ep: Endpoint) -> tuple[BalancingConfig, Strategy]:
-        raw = ep.options.get("balancing")
-        cached = self._strategies.get(ep.name)
-        if cached is None or cached[0] != raw:
-            config = BalancingConfig.parse(raw)
-            cached = (raw, config, balancing.create(config))
-            self._strategies[ep.name] = cached
-        return cached[1], cached[2]
+    def replicas(self, ep: Endpoint) -> list[Replica]:
+        if ep.provider is None:
+            return self._replicas(ep.name)
+        cached = self._external.get(ep.name)
+        if cached is None or cached[0] is not ep:
+            url = str(ep.options.get("base_url") or "")
+            rep = Replica(ep.name, 0, ep.generation, ReplicaStatus.READY, url or ep.provider)
+            cached = (ep, [rep])
+            self._external[ep.name] = cached
+        return cached[1]
 
-    def pick(
-        self,
-        model: str,
-        exclude: frozenset[str] = frozenset(),
-        body: Mapping[str, Any] = _NO_BODY,
-        headers: Mapping[str, str] = _NO_BODY,
-    ) -> str:
-        """The URL of a ready replica of ``model``; 404 or 503 (with a reason) if none.
-        ``body`` and ``headers`` are read only by strategies that need them."""
-        ep = self._endpoints().get(model)
-        if ep is None:
-            raise ModelNotFound(model)
-        reps = self._replicas(model)
-        urls = self.candidates(model, exclude, reps)
-        if urls:
-            config, strategy = self._strategy(ep)
-            return strategy.choose(urls, Request(body, headers, config), self.stats)
+    def _policy(self, ep: Endpoint) -> _Policy:
+        raw = (ep.options.get("balancing"), ep.options.get("queue"))
+        policy = self._policies.get(ep.name)
+        if policy is None or policy.raw != raw:
+            policy = _Policy(raw)
+            self._policies[ep.name] = policy
+        return policy
+
+    def candidates(self, ep: Endpoint, exclude: frozenset[str] = frozenset()) -> list[str]:
+        """Ready replica URLs a request may go to. Ejected replicas sit out, unless
+        every candidate is ejected: then trying one beats refusing the request."""
+        ready = [
+            r.url
+            for r in self.replicas(ep)
+            if r.status == ReplicaStatus.READY and r.url not in exclude
+        ]
+        return [u for u in ready if not self.outliers.ejected(u)] or ready
+
+    def _unavailable(self, ep: Endpoint) -> NoReadyReplica:
+        reps = self.replicas(ep)
         starting = sum(r.status in (ReplicaStatus.PENDING, ReplicaStatus.STARTING) for r in reps)
         if ep.replicas == 0:
             why = "it is scaled to 0 replicas; scale it up"
@@ -72,31 +121,101 @@ class Router:
         else:
             failed = [r for r in reps if r.status == ReplicaStatus.FAILED]
             why = f"{len(failed)} failed and restarting" if failed else "none is running"
-        raise NoReadyReplica(f"endpoint '{model}' has no ready replica; {why}", retry_after=2)
+        return NoReadyReplica(f"endpoint '{ep.name}' has no ready replica; {why}", retry_after=2)
 
-    def candidates(
-        self, model: str, exclude: frozenset[str] = frozenset(), reps: list[Replica] | None = None
-    ) -> list[str]:
-        """Ready replica URLs a request may go to. Ejected replicas sit out, unless
-        every candidate is ejected: then trying one beats refusing the request."""
-        if reps is None:
-            reps = self._replicas(model)
-        ready = [r.url for r in reps if r.status == ReplicaStatus.READY and r.url not in exclude]
-        return [u for u in ready if not self.outliers.ejected(u)] or ready
+    def pick(
+        self,
+        ep: Endpoint,
+        exclude: frozenset[str] = frozenset(),
+        body: Mapping[str, Any] = _NO_BODY,
+        headers: Mapping[str, str] = _NO_BODY,
+    ) -> str | None:
+        """A replica URL with a free slot (counted as outstanding until ``release``),
+        or ``None`` when every replica is at its cap. Raises ``NoReadyReplica``."""
+        urls = self.candidates(ep, exclude)
+        if not urls:
+            raise self._unavailable(ep)
+        policy = self._policy(ep)
+        cap = policy.queue.max_concurrency
+        if cap is not None:
+            urls = [u for u in urls if self.outstanding.get(u, 0) < cap]
+            if not urls:
+                return None
+        url = policy.strategy.choose(urls, Request(body, headers, policy.balancing), self.stats)
+        self.outstanding[url] = self.outstanding.get(url, 0) + 1
+        self._endpoint_of[url] = ep.name
+        return url
+
+    async def acquire(
+        self,
+        ep: Endpoint,
+        exclude: frozenset[str] = frozenset(),
+        body: Mapping[str, Any] = _NO_BODY,
+        headers: Mapping[str, str] = _NO_BODY,
+    ) -> str:
+        """``pick``, waiting in the endpoint's bounded queue while every replica is busy."""
+        url = self.pick(ep, exclude, body, headers)
+        if url is not None:
+            return url
+        policy = self._policy(ep)
+        q = policy.queue
+        if len(policy.waiters) >= q.max_waiting:
+            raise Overloaded(
+                f"endpoint '{ep.name}' is at capacity and {len(policy.waiters)} requests are "
+                "already waiting; retry shortly",
+                retry_after=1,
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + q.timeout_s
+        front = False
+        while True:
+            waiter: asyncio.Future[None] = loop.create_future()
+            if front:  # woken but beaten to the slot: keep this request's place
+                policy.waiters.appendleft(waiter)
+            else:
+                policy.waiters.append(waiter)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+            except BaseException as exc:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake(policy)  # pass on the slot this request will not use
+                if isinstance(exc, TimeoutError):
+                    raise Overloaded(
+                        f"endpoint '{ep.name}' had no free slot within {q.timeout_s:g} s; "
+                        "retry shortly",
+                        retry_after=1,
+                    ) from None
+                raise
+            finally:
+                if waiter in policy.waiters:
+                    policy.waiters.remove(waiter)
+            url = self.pick(ep, exclude, body, headers)
+            if url is not None:
+                return url
+            front = True
+
+    def release(self, url: str) -> None:
+        name = self._endpoint_of.get(url)
+        left = self.outstanding.get(url, 1) - 1
+        if left > 0:
+            self.outstanding[url] = left
+        else:  # replicas come and go (new ports on restart): keep no dead entries
+            self.outstanding.pop(url, None)
+            self._endpoint_of.pop(url, None)
+        policy = self._policies.get(name) if name else None
+        if policy is not None:
+            self._wake(policy)
+
+    @staticmethod
+    def _wake(policy: _Policy) -> None:
+        while policy.waiters:
+            waiter = policy.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     def observe(self, url: str, seconds: float) -> None:
         """Record a replica's time to first byte."""
         old = self.stats.latency.get(url)
         self.stats.latency[url] = seconds if old is None else (old + EWMA_WEIGHT * (seconds - old))
-
-    @contextmanager
-    def track(self, url: str) -> Iterator[None]:
-        self.outstanding[url] = self.outstanding.get(url, 0) + 1
-        try:
-            yield
-        finally:
-            left = self.outstanding[url] - 1
-            if left:
-                self.outstanding[url] = left
-            else:  # replicas come and go (new ports on restart): keep no dead entries
-                del self.outstanding[url]

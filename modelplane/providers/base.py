@@ -87,9 +87,7 @@ class Provider(Protocol):
     kinds: ClassVar[frozenset[Kind]]
     """Which request kinds this upstream can serve."""
 
-    async def send(
-        self, session: aiohttp.ClientSession, target: Target, call: Call
-    ) -> Reply: ...
+    async def send(self, session: aiohttp.ClientSession, target: Target, call: Call) -> Reply: ...
 
     async def models(self, session: aiohttp.ClientSession, target: Target) -> list[str]:
         """The model names the upstream offers (empty where it cannot tell)."""

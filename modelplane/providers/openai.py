@@ -44,10 +44,11 @@ class OpenAIProvider:
         if call.obj.get("model") != call.model:
             body = json.dumps({**call.obj, "model": call.model}).encode()
         url = target.base_url.rstrip("/") + PATHS[call.kind].removeprefix("/v1")
-        resp = await session.post(
+        resp: aiohttp.ClientResponse | None = await session.post(
             url, data=body, headers=self._headers(target, call), params=target.options.get("query")
         )
         try:
+            assert resp is not None
             ctype = resp.headers.get("content-type", "application/json")
             if resp.status >= 400:
                 data = await resp.read()

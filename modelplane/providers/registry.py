@@ -23,7 +23,9 @@ def get(name: str) -> Provider:
     try:
         provider = _providers[name]
     except KeyError:
-        raise KeyError(f"unknown provider '{name}'; known providers: {', '.join(names())}") from None
+        raise KeyError(
+            f"unknown provider '{name}'; known providers: {', '.join(names())}"
+        ) from None
     if isinstance(provider, str):
         module, _, attr = provider.partition(":")
         provider = getattr(importlib.import_module(module), attr)()

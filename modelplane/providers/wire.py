@@ -75,3 +75,8 @@ PASS_HEADERS = ("retry-after", "x-ratelimit-limit-requests", "x-ratelimit-remain
 
 def passed_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {h: headers[h] for h in PASS_HEADERS if h in headers}
+
+
+def error_event(status: int, message: str, code: str | None = "upstream_error") -> bytes:
+    """The SSE event that ends a stream which failed after it started."""
+    return sse(envelope(status, message, code))

@@ -36,10 +36,22 @@ class EndpointRow(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     engine: Mapped[str] = mapped_column(String(50))
+    provider: Mapped[str | None] = mapped_column(String(50))
     model: Mapped[str] = mapped_column(Text)
     replicas: Mapped[int] = mapped_column(Integer)
     options: Mapped[dict[str, Any]]
     generation: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class RouteRow(Base):
+    __tablename__ = "routes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    spec: Mapped[dict[str, Any]]
+    source: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

@@ -20,7 +20,7 @@ class ApiKey:
     last_used_at: datetime | None
 
 
-GATEWAY_OPTIONS = frozenset({"balancing"})
+GATEWAY_OPTIONS = frozenset({"balancing", "queue"})
 """Endpoint options that the gateway reads; every other option goes to the engine."""
 
 
@@ -29,6 +29,8 @@ class Endpoint:
     id: str
     name: str
     engine: str
+    provider: str | None
+    """Set for endpoints served by an external provider (no local replicas)."""
     model: str
     replicas: int
     options: dict[str, Any]
@@ -38,3 +40,14 @@ class Endpoint:
 
     def engine_options(self) -> dict[str, Any]:
         return {k: v for k, v in self.options.items() if k not in GATEWAY_OPTIONS}
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    id: str
+    name: str
+    spec: dict[str, Any]
+    source: str
+    """``api`` (written through the control API) or ``config`` (declared in the YAML)."""
+    created_at: datetime
+    updated_at: datetime

@@ -12,8 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from modelplane.store.db import Database
-from modelplane.store.models import ApiKeyRow, EndpointRow, RevisionRow
-from modelplane.store.records import ApiKey, Endpoint
+from modelplane.store.models import ApiKeyRow, EndpointRow, RevisionRow, RouteRow
+from modelplane.store.records import ApiKey, Endpoint, Route
 
 
 class DuplicateName(Exception):
@@ -62,6 +62,7 @@ def _endpoint(r: EndpointRow) -> Endpoint:
         r.id,
         r.name,
         r.engine,
+        r.provider,
         r.model,
         r.replicas,
         dict(r.options),
@@ -131,13 +132,21 @@ class EndpointRepo:
         self.db = db
 
     async def add(
-        self, *, name: str, engine: str, model: str, replicas: int, options: dict[str, Any]
+        self,
+        *,
+        name: str,
+        engine: str,
+        model: str,
+        replicas: int,
+        options: dict[str, Any],
+        provider: str | None = None,
     ) -> Endpoint:
         now = _now()
         row = EndpointRow(
             id=uuid.uuid4().hex,
             name=name,
             engine=engine,
+            provider=provider,
             model=model,
             replicas=replicas,
             options=options,
@@ -190,4 +199,63 @@ class EndpointRepo:
                 return False
             await s.delete(row)
             await _bump(s, "endpoints")
+            return True
+
+
+def _route(r: RouteRow) -> Route:
+    return Route(
+        r.id,
+        r.name,
+        dict(r.spec),
+        r.source,
+        _aware(r.created_at) or _now(),
+        _aware(r.updated_at) or _now(),
+    )
+
+
+class RouteRepo:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def all(self) -> list[Route]:
+        async with self.db.session() as s:
+            rows = (await s.scalars(select(RouteRow).order_by(RouteRow.name))).all()
+            return [_route(r) for r in rows]
+
+    async def get(self, name: str) -> Route | None:
+        async with self.db.session() as s:
+            row = await s.scalar(select(RouteRow).where(RouteRow.name == name))
+            return _route(row) if row else None
+
+    async def put(self, name: str, spec: dict[str, Any], source: str) -> tuple[Route, bool]:
+        """Create or replace; returns the route and whether it was created."""
+        now = _now()
+        async with self.db.session() as s:
+            row = await s.scalar(select(RouteRow).where(RouteRow.name == name).with_for_update())
+            created = row is None
+            if row is None:
+                row = RouteRow(
+                    id=uuid.uuid4().hex,
+                    name=name,
+                    spec=spec,
+                    source=source,
+                    created_at=now,
+                    updated_at=now,
+                )
+                s.add(row)
+            elif row.spec == spec and row.source == source:
+                return _route(row), False
+            else:
+                row.spec, row.source, row.updated_at = spec, source, now
+            await s.flush()
+            await _bump(s, "routes")
+            return _route(row), created
+
+    async def delete(self, name: str) -> bool:
+        async with self.db.session() as s:
+            row = await s.scalar(select(RouteRow).where(RouteRow.name == name))
+            if row is None:
+                return False
+            await s.delete(row)
+            await _bump(s, "routes")
             return True

@@ -50,19 +50,19 @@ def test_a_success_resets_the_count_and_the_history() -> None:
     assert o.cooldown_left("a") == 5
 
 
-def _router(urls: list[str]) -> Router:
+def _router(urls: list[str]) -> tuple[Router, Endpoint]:
     now = datetime.now(UTC)
-    ep = Endpoint("e", "m", "llamacpp", "smollm2", len(urls), {}, 1, now, now)
+    ep = Endpoint("e", "m", "llamacpp", None, "smollm2", len(urls), {}, 1, now, now)
     reps = [Replica("m", i, 1, ReplicaStatus.READY, url) for i, url in enumerate(urls)]
-    return Router(lambda: {"m": ep}, lambda name: reps)
+    return Router(lambda: {"m": ep}, lambda name: reps), ep
 
 
 def test_router_skips_ejected_replicas_but_never_refuses_for_that_alone() -> None:
-    router = _router(["http://a", "http://b"])
+    router, ep = _router(["http://a", "http://b"])
     for _ in range(3):
         router.outliers.failure("http://a")
-    assert {router.pick("m") for _ in range(10)} == {"http://b"}
+    assert {router.pick(ep) for _ in range(10)} == {"http://b"}
     for _ in range(3):
         router.outliers.failure("http://b")
     # Everyone is ejected: better to try one than to fail the request.
-    assert router.pick("m") in ("http://a", "http://b")
+    assert router.pick(ep) in ("http://a", "http://b")

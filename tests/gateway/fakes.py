@@ -1,0 +1,138 @@
+"""A scriptable OpenAI-compatible upstream for gateway tests (a fake, on loopback).
+
+Each ``FakeUpstream`` is one aiohttp server in its own thread. Tests set ``mode`` (what
+every request gets) or push one-off behaviours onto ``script``; ``calls`` records the
+bodies received, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from aiohttp import web
+
+MODES = ("ok", "500", "503", "429", "context", "bad_request", "hang", "break_stream", "gate")
+
+
+def completion(name: str, model: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": f"hello from {name}"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
+    }
+
+
+def chunk(model: str, content: str | None, finish: str | None = None) -> bytes:
+    delta = {} if content is None else {"content": content}
+    obj = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+
+def _error(status: int, message: str, code: str) -> web.Response:
+    body = {"error": {"message": message, "type": "x", "param": None, "code": code}}
+    return web.json_response(body, status=status)
+
+
+class FakeUpstream:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.mode = "ok"
+        self.script: deque[str] = deque()
+        self.calls: list[dict[str, Any]] = []
+        self.gate = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        self._loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._ready.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
+
+    def close(self) -> None:
+        self.gate.set()
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def reset(self, mode: str = "ok") -> None:
+        self.mode = mode
+        self.script.clear()
+        self.calls.clear()
+        self.gate.clear()
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.calls.append(body)
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}],
+                "model": body["model"],
+                "usage": {"prompt_tokens": 2, "total_tokens": 2},
+            }
+        )
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.calls.append(body)
+        mode = self.script.popleft() if self.script else self.mode
+        if mode == "500":
+            return _error(500, "internal failure", "internal_error")
+        if mode == "503":
+            return _error(503, "busy", "overloaded")
+        if mode == "429":
+            return _error(429, "slow down", "rate_limit_exceeded")
+        if mode == "context":
+            return _error(400, "This model's maximum context length is 8 tokens", "x")
+        if mode == "bad_request":
+            return _error(400, "temperature must be at most 2", "invalid_parameter")
+        if mode in ("hang", "gate"):  # held until the test (or close) opens the gate
+            await asyncio.get_running_loop().run_in_executor(None, self.gate.wait, 30)
+        model = body["model"]
+        if not body.get("stream"):
+            return web.json_response(completion(self.name, model))
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(chunk(model, f"hello from {self.name}"))
+        if mode == "break_stream":
+            request.transport.close()  # type: ignore[union-attr]
+            return resp
+        await resp.write(chunk(model, None, "stop"))
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
