@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     bootstrap_endpoint: bool = True
     """``modelplane up`` creates the bundled ``smollm2`` endpoint when none exist."""
 
+    secret_key: SecretStr | None = None
+    """Master secret that encrypts provider credentials at rest. Unset: a random one is
+    generated into ``$MODELPLANE_HOME/secret.key``; every server sharing a database
+    needs the same one."""
+
     routes: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Routes declared here (GitOps) are reconciled into the database at start; the
     control API cannot change them. Same shape as ``PUT /api/routes/{name}``."""

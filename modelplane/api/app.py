@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from modelplane.api import endpoints, errors, health, keys, routes, v1
+from modelplane.api import endpoints, errors, health, keys, routes, secrets, v1
 from modelplane.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from modelplane.api.platform import Platform
 from modelplane.config import Settings
@@ -25,7 +25,14 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="modelplane", version="0.1.0", lifespan=lifespan)
     errors.install(app)
-    for r in (v1.router, endpoints.router, routes.router, keys.router, health.router):
+    for r in (
+        v1.router,
+        endpoints.router,
+        routes.router,
+        secrets.router,
+        keys.router,
+        health.router,
+    ):
         app.include_router(r)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Response
+from fastapi.responses import StreamingResponse
 
 from modelplane.api.deps import AdminDep, CallerDep, PlatformDep
-from modelplane.api.schemas import EndpointCreate, EndpointPatch
+from modelplane.api.schemas import EndpointCreate, EndpointPatch, PullRequest
+from modelplane.errors import ModelplaneError
 
 router = APIRouter(prefix="/api/endpoints", tags=["endpoints"])
 
@@ -37,3 +41,29 @@ async def patch(name: str, body: EndpointPatch, p: PlatformDep, _: AdminDep) -> 
 async def delete(name: str, p: PlatformDep, _: AdminDep) -> Response:
     await p.endpoints.delete(name)
     return Response(status_code=204)
+
+
+@router.get("/{name}/upstream-models")
+async def upstream_models(name: str, p: PlatformDep, _: CallerDep) -> dict[str, Any]:
+    """The models an external endpoint's provider offers (e.g. Ollama's local models)."""
+    return {"data": await p.proxy.upstream_models(name)}
+
+
+@router.post("/{name}/pull")
+async def pull(name: str, body: PullRequest, p: PlatformDep, _: AdminDep) -> StreamingResponse:
+    """Download a model into an external endpoint's provider (Ollama); the progress
+    streams back as NDJSON, ending with ``{"status": "success"}`` or an ``error``."""
+    progress = await p.proxy.pull(name, body.model)
+    # The first answer decides the status code: a model Ollama cannot find is an error
+    # response, not a 200 with an error inside.
+    first = await anext(progress)
+
+    async def lines() -> AsyncIterator[bytes]:
+        yield json.dumps(first).encode() + b"\n"
+        try:
+            async for item in progress:
+                yield json.dumps(item).encode() + b"\n"
+        except ModelplaneError as exc:
+            yield json.dumps({"error": exc.message}).encode() + b"\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")

@@ -11,6 +11,7 @@ from modelplane.control.endpoints import EndpointService
 from modelplane.control.keys import KeyService
 from modelplane.control.reconciler import Reconciler
 from modelplane.control.routes import RouteService
+from modelplane.control.secrets import SecretService, master_secret
 from modelplane.gateway.cache import ResponseCache
 from modelplane.gateway.proxy import Proxy
 from modelplane.gateway.router import Router
@@ -29,6 +30,7 @@ class Platform:
     reconciler: Reconciler
     endpoints: EndpointService
     routes: RouteService
+    secrets: SecretService
     router: Router
     proxy: Proxy
     coord: coord.Coord
@@ -62,6 +64,12 @@ class Platform:
             poll_s=settings.cache_refresh_interval_s,
         )
         await reconciler.start()
+        master = master_secret(
+            settings.secret_key.get_secret_value() if settings.secret_key else None,
+            settings.home / "secret.key",
+        )
+        secrets = SecretService(db, master, settings.cache_refresh_interval_s)
+        await secrets.start()
         routes = RouteService(db, settings.cache_refresh_interval_s)
         await routes.sync_declared(settings.routes, reconciler.endpoints)
         await routes.start()
@@ -71,17 +79,32 @@ class Platform:
             settings.redis_url or None, cache_max_bytes=settings.response_cache_max_bytes
         )
         proxy = Proxy(
-            router, table, timeout_s=settings.upstream_timeout_s, cache=ResponseCache(shared.cache)
+            router,
+            table,
+            timeout_s=settings.upstream_timeout_s,
+            cache=ResponseCache(shared.cache),
+            secrets=secrets.get,
         )
         endpoints = EndpointService(reconciler, routes)
         return cls(
-            settings, db, keys, reconciler, endpoints, routes, router, proxy, shared, new_admin
+            settings,
+            db,
+            keys,
+            reconciler,
+            endpoints,
+            routes,
+            secrets,
+            router,
+            proxy,
+            shared,
+            new_admin,
         )
 
     async def close(self) -> None:
         await self.proxy.close()
         await self.coord.close()
         await self.routes.close()
+        await self.secrets.close()
         await self.reconciler.close()
         await self.reconciler.runtime.close()
         await self.keys.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from modelplane.errors import first_invalid
 from modelplane.gateway.balancing import BalancingConfig
@@ -62,3 +62,11 @@ class KeyCreate(_Strict):
     name: str = Field(min_length=1, max_length=200)
     role: Literal["admin", "member"] = "member"
     expires_at: datetime | None = None
+
+
+class SecretPut(_Strict):
+    value: SecretStr = Field(min_length=1)
+
+
+class PullRequest(_Strict):
+    model: str = Field(min_length=1, max_length=300)

@@ -8,8 +8,6 @@ removed when it leaves the file.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -17,11 +15,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelplane.control.endpoints import NAME
+from modelplane.control.snapshot import Snapshot
 from modelplane.errors import Conflict, InvalidRequest, NotFound, first_invalid
 from modelplane.gateway.routes import RouteSpec
 from modelplane.store.db import Database
 from modelplane.store.records import Endpoint, Route
-from modelplane.store.repos import RouteRepo, revision
+from modelplane.store.repos import RouteRepo
 
 log = logging.getLogger(__name__)
 
@@ -44,39 +43,17 @@ def route_view(route: Route) -> dict[str, Any]:
     }
 
 
-class RouteService:
+class RouteService(Snapshot):
+    collection = "routes"
+
     def __init__(self, db: Database, refresh_interval_s: float = 1.0) -> None:
+        super().__init__(db, refresh_interval_s)
         self.repo = RouteRepo(db)
-        self.db = db
-        self.refresh_interval_s = refresh_interval_s
         self.routes: dict[str, Route] = {}
         """The snapshot the gateway routes by; replaced (never mutated) on change."""
-        self._rev = -1
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        await self.reload()
-        self._task = asyncio.create_task(self._refresh_loop(), name="route cache")
-
-    async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def reload(self) -> None:
-        rev = await revision(self.db, "routes")
-        if rev != self._rev:
-            self.routes = {r.name: r for r in await self.repo.all()}
-            self._rev = rev
-
-    async def _refresh_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.refresh_interval_s)
-            try:
-                await self.reload()
-            except Exception:
-                log.exception("reloading routes failed; serving the last known ones")
+    async def load(self) -> None:
+        self.routes = {r.name: r for r in await self.repo.all()}
 
     def _check(self, name: str, spec: RouteSpec, endpoints: Mapping[str, Endpoint]) -> None:
         if not NAME.match(name):

@@ -155,6 +155,34 @@ class Proxy:
         for session in self._sessions.values():
             await session.close()
 
+    def upstream(self, name: str) -> tuple[Provider, Target]:
+        """An external endpoint's provider and address, for control-plane calls."""
+        ep = self.router.endpoint(name)
+        if ep.provider is None:
+            raise InvalidRequest(f"'{name}' is served by modelplane, not by a provider")
+        provider = providers.get(ep.provider)
+        base_url = str(ep.options.get("base_url") or provider.default_base_url)
+        return provider, Target(base_url, ep.options, resolve_credentials(ep, self.secrets))
+
+    async def upstream_models(self, name: str) -> list[str]:
+        provider, target = self.upstream(name)
+        try:
+            return await provider.models(self.session(), target)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamError(
+                f"'{name}' could not be asked for its models ({type(exc).__name__})"
+            ) from None
+
+    async def pull(self, name: str, model: str) -> AsyncIterator[dict[str, Any]]:
+        """Have an external endpoint's provider download ``model`` (Ollama), yielding its
+        progress; 400 for providers that cannot."""
+        provider, target = self.upstream(name)
+        pull = getattr(provider, "pull", None)
+        if pull is None:
+            raise InvalidRequest(f"the {provider.name} provider cannot pull models")
+        stream: AsyncIterator[dict[str, Any]] = pull(self.session(), target, model)
+        return stream
+
     async def forward(self, req: Inbound) -> Reply:
         route = self.routes.resolve(req.peeked.model)
         spec = route.spec

@@ -22,6 +22,7 @@ from modelplane.errors import ModelNotFound, NoReadyReplica, Overloaded
 from modelplane.gateway import balancing
 from modelplane.gateway.balancing import BalancingConfig, Request, Stats, Strategy
 from modelplane.gateway.outliers import Outliers
+from modelplane.providers import registry as providers
 from modelplane.runtimes.base import Replica, ReplicaStatus
 from modelplane.store.records import Endpoint
 
@@ -87,8 +88,8 @@ class Router:
             return self._replicas(ep.name)
         cached = self._external.get(ep.name)
         if cached is None or cached[0] is not ep:
-            url = str(ep.options.get("base_url") or "")
-            rep = Replica(ep.name, 0, ep.generation, ReplicaStatus.READY, url or ep.provider)
+            url = str(ep.options.get("base_url") or providers.get(ep.provider).default_base_url)
+            rep = Replica(ep.name, 0, ep.generation, ReplicaStatus.READY, url)
             cached = (ep, [rep])
             self._external[ep.name] = cached
         return cached[1]

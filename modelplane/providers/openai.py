@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import aiohttp
 
 from modelplane.providers.base import PATHS, Call, Kind, Reply, Target
-from modelplane.providers.wire import error_message, error_reply, passed_headers, sse
+from modelplane.providers.wire import envelope, error_message, error_reply, passed_headers, sse
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,10 @@ class OpenAIProvider:
     kinds: ClassVar[frozenset[Kind]] = frozenset({"chat", "completions", "embeddings"})
 
     def _headers(self, target: Target, call: Call) -> dict[str, str]:
-        headers = {"content-type": "application/json", "x-request-id": call.request_id}
+        headers = {"content-type": "application/json"}
+        if _is_uuid(call.request_id):
+            # Some servers (llama_cpp.server) refuse any other x-request-id with a 400.
+            headers["x-request-id"] = call.request_id
         headers.update(call.headers)
         headers.update(target.options.get("headers") or {})
         key = target.credentials.get("api_key")
@@ -51,10 +55,7 @@ class OpenAIProvider:
             assert resp is not None
             ctype = resp.headers.get("content-type", "application/json")
             if resp.status >= 400:
-                data = await resp.read()
-                message = error_message(data, f"the upstream answered HTTP {resp.status}")
-                code = _code(data)
-                return error_reply(resp.status, message, code, passed_headers(resp.headers))
+                return _error(resp.status, await resp.read(), passed_headers(resp.headers))
             if call.stream and ctype.startswith("text/event-stream"):
                 stream = _relay(resp, call.request_id)
                 resp = None  # the stream owns it now
@@ -66,7 +67,7 @@ class OpenAIProvider:
 
     async def models(self, session: aiohttp.ClientSession, target: Target) -> list[str]:
         url = target.base_url.rstrip("/") + "/models"
-        headers = self._headers(target, Call("chat", b"", {}, "", False, "models"))
+        headers = self._headers(target, Call("chat", b"", {}, "", False, uuid.uuid4().hex))
         async with session.get(url, headers=headers, params=target.options.get("query")) as resp:
             if resp.status != 200:
                 return []
@@ -74,13 +75,29 @@ class OpenAIProvider:
         return [m["id"] for m in data.get("data", []) if isinstance(m, dict) and "id" in m]
 
 
-def _code(body: bytes) -> str | None:
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _error(status: int, body: bytes, headers: dict[str, str]) -> Reply:
+    """An upstream's OpenAI error envelope passes through (``param`` and all), with the
+    code normalised where the gateway acts on it; any other error body is wrapped."""
     try:
         obj: Any = json.loads(body)
-        code = obj["error"].get("code")
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
-    return code if isinstance(code, str) else None
+        err = obj["error"]
+        message = err["message"]
+    except (ValueError, KeyError, TypeError):
+        message = error_message(body, f"the upstream answered HTTP {status}")
+        return error_reply(status, message, None, headers)
+    normal = envelope(status, str(message), err.get("code"))["error"]
+    if normal["code"] != err.get("code") or "type" not in err:
+        # Normalised (context length, 429), or not quite OpenAI's shape (Azure's own).
+        body = json.dumps({**obj, "error": {**normal, **err, "code": normal["code"]}}).encode()
+    return Reply(status, "application/json", body, None, headers)
 
 
 async def _relay(resp: aiohttp.ClientResponse, request_id: str) -> AsyncIterator[bytes]:

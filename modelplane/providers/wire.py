@@ -77,6 +77,6 @@ def passed_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {h: headers[h] for h in PASS_HEADERS if h in headers}
 
 
-def error_event(status: int, message: str, code: str | None = "upstream_error") -> bytes:
+def error_event(status: int, message: str, code: str | None = None) -> bytes:
     """The SSE event that ends a stream which failed after it started."""
-    return sse(envelope(status, message, code))
+    return sse(envelope(status, message, code or ("upstream_error" if status >= 500 else None)))

@@ -56,6 +56,17 @@ class RouteRow(Base):
     updated_at: Mapped[datetime]
 
 
+class SecretRow(Base):
+    """A provider credential, encrypted with the master secret (never stored in clear)."""
+
+    __tablename__ = "secrets"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    ciphertext: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
 class RevisionRow(Base):
     """A counter per cached collection, bumped on every write, polled by caches."""
 

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from modelplane.store.db import Database
-from modelplane.store.models import ApiKeyRow, EndpointRow, RevisionRow, RouteRow
+from modelplane.store.models import ApiKeyRow, EndpointRow, RevisionRow, RouteRow, SecretRow
 from modelplane.store.records import ApiKey, Endpoint, Route
 
 
@@ -258,4 +258,45 @@ class RouteRepo:
                 return False
             await s.delete(row)
             await _bump(s, "routes")
+            return True
+
+
+class SecretRepo:
+    """Ciphertexts by name; encryption happens above, in ``control/secrets.py``."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def all(self) -> list[tuple[str, str, datetime, datetime]]:
+        async with self.db.session() as s:
+            rows = (await s.scalars(select(SecretRow).order_by(SecretRow.name))).all()
+            return [
+                (
+                    r.name,
+                    r.ciphertext,
+                    _aware(r.created_at) or _now(),
+                    _aware(r.updated_at) or _now(),
+                )
+                for r in rows
+            ]
+
+    async def put(self, name: str, ciphertext: str) -> bool:
+        """Create or replace; returns whether it was created."""
+        now = _now()
+        async with self.db.session() as s:
+            row = await s.get(SecretRow, name, with_for_update=True)
+            if row is None:
+                s.add(SecretRow(name=name, ciphertext=ciphertext, created_at=now, updated_at=now))
+            else:
+                row.ciphertext, row.updated_at = ciphertext, now
+            await _bump(s, "secrets")
+            return row is None
+
+    async def delete(self, name: str) -> bool:
+        async with self.db.session() as s:
+            row = await s.get(SecretRow, name)
+            if row is None:
+                return False
+            await s.delete(row)
+            await _bump(s, "secrets")
             return True

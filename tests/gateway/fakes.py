@@ -59,6 +59,7 @@ class FakeUpstream:
         self.mode = "ok"
         self.script: deque[str] = deque()
         self.calls: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
         self.gate = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -93,6 +94,7 @@ class FakeUpstream:
         self.mode = mode
         self.script.clear()
         self.calls.clear()
+        self.headers.clear()
         self.gate.clear()
 
     async def _embeddings(self, request: web.Request) -> web.Response:
@@ -110,6 +112,7 @@ class FakeUpstream:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.calls.append(body)
+        self.headers.append({k.lower(): v for k, v in request.headers.items()})
         mode = self.script.popleft() if self.script else self.mode
         if mode == "500":
             return _error(500, "internal failure", "internal_error")

@@ -1,4 +1,4 @@
-"""Routes, and endpoints served by an external provider.
+"""Routes, endpoints served by an external provider, and encrypted secrets.
 
 Revision ID: 0002
 Revises: 0001
@@ -27,9 +27,17 @@ def upgrade() -> None:
         sa.Column("created_at", TS, nullable=False),
         sa.Column("updated_at", TS, nullable=False),
     )
+    op.create_table(
+        "secrets",
+        sa.Column("name", sa.String(128), primary_key=True),
+        sa.Column("ciphertext", sa.Text(), nullable=False),
+        sa.Column("created_at", TS, nullable=False),
+        sa.Column("updated_at", TS, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("secrets")
     op.drop_table("routes")
     with op.batch_alter_table("endpoints") as batch:
         batch.drop_column("provider")
