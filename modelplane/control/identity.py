@@ -1,0 +1,49 @@
+"""Who is calling: one ``Caller`` for API keys and JWTs alike.
+
+Roles, from most to least powerful:
+
+- ``admin``: everything, on every team's resources, and the platform itself;
+- ``team_admin``: manage its own team's endpoints, routes, keys and budgets;
+- ``member``: use (inference) and read its team's resources and those shared with it;
+- ``viewer``: read only.
+
+Scopes narrow a credential below its role (a key for a CI bot may be ``inference``
+only): ``inference`` (``/v1``), ``read`` (``GET /api``), ``write`` (changes through
+``/api``). An empty set means "whatever the role allows".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["admin", "team_admin", "member", "viewer"]
+ROLES: tuple[Role, ...] = ("admin", "team_admin", "member", "viewer")
+Scope = Literal["inference", "read", "write"]
+SCOPES: tuple[Scope, ...] = ("inference", "read", "write")
+
+_ROLE_SCOPES: dict[str, frozenset[str]] = {
+    "admin": frozenset(SCOPES),
+    "team_admin": frozenset(SCOPES),
+    "member": frozenset({"inference", "read"}),
+    "viewer": frozenset({"read"}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    subject: str
+    """``key:<id>`` or ``jwt:<issuer>#<sub>``: stable, never a secret."""
+    role: Role
+    team_id: str | None = None
+    """The caller's team; ``None`` only for platform admins outside any team."""
+    key_id: str | None = None
+    scopes: frozenset[str] = field(default_factory=frozenset)
+
+    def allows(self, scope: str) -> bool:
+        """Whether the role and the credential's scopes both permit ``scope``."""
+        return scope in _ROLE_SCOPES[self.role] and (not self.scopes or scope in self.scopes)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
