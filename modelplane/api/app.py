@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from modelplane.api import endpoints, errors, health, keys, routes, secrets, v1
+from modelplane.api import endpoints, errors, health, keys, routes, secrets, teams, v1
 from modelplane.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from modelplane.api.platform import Platform
 from modelplane.config import Settings
@@ -30,6 +30,7 @@ def create_app(settings: Settings) -> FastAPI:
         endpoints.router,
         routes.router,
         secrets.router,
+        teams.router,
         keys.router,
         health.router,
     ):

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 
-from modelplane.api.deps import AdminDep, CallerDep, PlatformDep
+from modelplane.api.deps import AdminDep, PlatformDep, ReadDep, WriteDep
 from modelplane.api.schemas import EndpointCreate, EndpointPatch, PullRequest
 from modelplane.errors import ModelplaneError
 
@@ -17,35 +17,36 @@ router = APIRouter(prefix="/api/endpoints", tags=["endpoints"])
 
 
 @router.post("", status_code=201)
-async def create(body: EndpointCreate, p: PlatformDep, _: AdminDep) -> dict[str, Any]:
-    ep = await p.endpoints.create(**body.model_dump())
+async def create(body: EndpointCreate, p: PlatformDep, who: WriteDep) -> dict[str, Any]:
+    ep = await p.endpoints.create(who, **body.model_dump())
     return p.endpoints.view(ep)
 
 
 @router.get("")
-async def list_(p: PlatformDep, _: CallerDep) -> dict[str, Any]:
-    return {"data": [p.endpoints.view(ep) for ep in await p.endpoints.list()]}
+async def list_(p: PlatformDep, who: ReadDep) -> dict[str, Any]:
+    return {"data": [p.endpoints.view(ep) for ep in await p.endpoints.list(who)]}
 
 
 @router.get("/{name}")
-async def get(name: str, p: PlatformDep, _: CallerDep) -> dict[str, Any]:
-    return p.endpoints.view(await p.endpoints.get(name))
+async def get(name: str, p: PlatformDep, who: ReadDep) -> dict[str, Any]:
+    return p.endpoints.view(await p.endpoints.get(who, name))
 
 
 @router.patch("/{name}")
-async def patch(name: str, body: EndpointPatch, p: PlatformDep, _: AdminDep) -> dict[str, Any]:
-    return p.endpoints.view(await p.endpoints.update(name, body.changes()))
+async def patch(name: str, body: EndpointPatch, p: PlatformDep, who: WriteDep) -> dict[str, Any]:
+    return p.endpoints.view(await p.endpoints.update(who, name, body.changes()))
 
 
 @router.delete("/{name}", status_code=204)
-async def delete(name: str, p: PlatformDep, _: AdminDep) -> Response:
-    await p.endpoints.delete(name)
+async def delete(name: str, p: PlatformDep, who: WriteDep) -> Response:
+    await p.endpoints.delete(who, name)
     return Response(status_code=204)
 
 
 @router.get("/{name}/upstream-models")
-async def upstream_models(name: str, p: PlatformDep, _: CallerDep) -> dict[str, Any]:
+async def upstream_models(name: str, p: PlatformDep, who: ReadDep) -> dict[str, Any]:
     """The models an external endpoint's provider offers (e.g. Ollama's local models)."""
+    await p.endpoints.get(who, name)
     return {"data": await p.proxy.upstream_models(name)}
 
 

@@ -12,10 +12,12 @@ from modelplane.control.keys import KeyService
 from modelplane.control.reconciler import Reconciler
 from modelplane.control.routes import RouteService
 from modelplane.control.secrets import SecretService, master_secret
+from modelplane.control.teams import TeamService
 from modelplane.gateway.cache import ResponseCache
 from modelplane.gateway.proxy import Proxy
 from modelplane.gateway.router import Router
 from modelplane.gateway.routes import RouteTable
+from modelplane.identity import Caller
 from modelplane.runtimes import registry as runtimes
 from modelplane.store.db import Database
 
@@ -29,6 +31,7 @@ class Platform:
     keys: KeyService
     reconciler: Reconciler
     endpoints: EndpointService
+    teams: TeamService
     routes: RouteService
     secrets: SecretService
     router: Router
@@ -70,7 +73,9 @@ class Platform:
         )
         secrets = SecretService(db, master, settings.cache_refresh_interval_s)
         await secrets.start()
-        routes = RouteService(db, settings.cache_refresh_interval_s)
+        teams = TeamService(db, settings.cache_refresh_interval_s)
+        await teams.start()
+        routes = RouteService(db, teams, settings.cache_refresh_interval_s)
         await routes.sync_declared(settings.routes, reconciler.endpoints)
         await routes.start()
         router = Router(lambda: reconciler.endpoints, runtime.replicas)
@@ -85,13 +90,14 @@ class Platform:
             cache=ResponseCache(shared.cache),
             secrets=secrets.get,
         )
-        endpoints = EndpointService(reconciler, routes)
+        endpoints = EndpointService(reconciler, teams, routes)
         return cls(
             settings,
             db,
             keys,
             reconciler,
             endpoints,
+            teams,
             routes,
             secrets,
             router,
@@ -100,10 +106,15 @@ class Platform:
             new_admin,
         )
 
+    def authenticate(self, authorization: str | None) -> Caller:
+        """The caller behind an ``Authorization`` header, or 401."""
+        return self.keys.authenticate(authorization)
+
     async def close(self) -> None:
         await self.proxy.close()
         await self.coord.close()
         await self.routes.close()
+        await self.teams.close()
         await self.secrets.close()
         await self.reconciler.close()
         await self.reconciler.runtime.close()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from modelplane.errors import first_invalid
 from modelplane.gateway.balancing import BalancingConfig
 from modelplane.gateway.router import QueueConfig
+from modelplane.identity import Role, Scope
 
 
 class _Strict(BaseModel):
@@ -42,6 +43,11 @@ class EndpointCreate(_Strict):
     model: str = Field(min_length=1)
     replicas: int = Field(default=1, ge=0)
     options: dict[str, Any] = Field(default_factory=dict)
+    team: str | None = None
+    """The owning team (admins choose; team admins get their own; none: the platform)."""
+    shared_with: list[str] | None = None
+    """Team names that may use it too, or ``["*"]`` for all; default: the platform's
+    endpoints are shared with everyone, a team's with nobody."""
 
     _balancing = field_validator("options")(_check_balancing)
 
@@ -51,6 +57,7 @@ class EndpointPatch(_Strict):
     engine: str | None = None
     replicas: int | None = Field(default=None, ge=0)
     options: dict[str, Any] | None = None
+    shared_with: list[str] | None = None
 
     _balancing = field_validator("options")(_check_balancing)
 
@@ -60,8 +67,16 @@ class EndpointPatch(_Strict):
 
 class KeyCreate(_Strict):
     name: str = Field(min_length=1, max_length=200)
-    role: Literal["admin", "member"] = "member"
+    role: Role = "member"
+    team: str | None = None
+    """The team the key belongs to (admins choose; team admins get their own)."""
+    scopes: list[Scope] = Field(default_factory=list)
+    """Narrow the key below its role, e.g. ``["inference"]``; empty: what the role allows."""
     expires_at: datetime | None = None
+
+
+class TeamCreate(_Strict):
+    name: str = Field(min_length=1, max_length=63)
 
 
 class SecretPut(_Strict):

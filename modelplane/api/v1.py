@@ -7,19 +7,19 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from modelplane.api.deps import CallerDep, PlatformDep
+from modelplane.api.deps import InferenceDep, PlatformDep
 from modelplane.asgi import until_disconnect
 from modelplane.gateway.proxy import Inbound, peek
+from modelplane.identity import Caller
 from modelplane.providers.base import Kind
-from modelplane.store.records import ApiKey
 
 router = APIRouter(prefix="/v1")
 
 
-async def _forward(request: Request, platform: PlatformDep, caller: ApiKey, kind: Kind) -> Response:
+async def _forward(request: Request, platform: PlatformDep, caller: Caller, kind: Kind) -> Response:
     body = await request.body()
     inbound = Inbound(
-        kind, body, peek(body), request.scope["state"]["request_id"], request.headers, caller.id
+        kind, body, peek(body), request.scope["state"]["request_id"], request.headers, caller
     )
     _, reply = await until_disconnect(request.receive, platform.proxy.forward(inbound))
     if reply is None:  # the client left: the upstream request was cancelled with it
@@ -37,22 +37,24 @@ async def _forward(request: Request, platform: PlatformDep, caller: ApiKey, kind
 
 
 @router.post("/chat/completions")
-async def chat_completions(request: Request, platform: PlatformDep, caller: CallerDep) -> Response:
+async def chat_completions(
+    request: Request, platform: PlatformDep, caller: InferenceDep
+) -> Response:
     return await _forward(request, platform, caller, "chat")
 
 
 @router.post("/completions")
-async def completions(request: Request, platform: PlatformDep, caller: CallerDep) -> Response:
+async def completions(request: Request, platform: PlatformDep, caller: InferenceDep) -> Response:
     return await _forward(request, platform, caller, "completions")
 
 
 @router.post("/embeddings")
-async def embeddings(request: Request, platform: PlatformDep, caller: CallerDep) -> Response:
+async def embeddings(request: Request, platform: PlatformDep, caller: InferenceDep) -> Response:
     return await _forward(request, platform, caller, "embeddings")
 
 
 @router.get("/models")
-async def models(platform: PlatformDep, _: CallerDep) -> dict[str, Any]:
+async def models(platform: PlatformDep, caller: InferenceDep) -> dict[str, Any]:
     created = {ep.name: int(ep.created_at.timestamp()) for ep in platform.router.models()}
     return {
         "object": "list",
@@ -63,6 +65,6 @@ async def models(platform: PlatformDep, _: CallerDep) -> dict[str, Any]:
                 "created": created.get(name, 0),
                 "owned_by": "modelplane",
             }
-            for name in platform.proxy.routes.names()
+            for name in platform.proxy.routes.names(caller.can_read)
         ],
     }

@@ -16,6 +16,7 @@ from rich.console import Console
 from modelplane.api.app import create_app
 from modelplane.api.platform import Platform
 from modelplane.config import Settings
+from modelplane.control.keys import BOOTSTRAP
 from modelplane.telemetry.logging import configure
 
 console = Console()
@@ -84,9 +85,9 @@ async def _announce(server: uvicorn.Server, app: FastAPI, settings: Settings) ->
             return
         await asyncio.sleep(0.05)
     platform: Platform = app.state.platform
-    if settings.bootstrap_endpoint and not await platform.endpoints.list():
-        await platform.endpoints.create(**BUNDLED_ENDPOINT)  # type: ignore[arg-type]
-    names = [ep.name for ep in await platform.endpoints.list()]
+    if settings.bootstrap_endpoint and not await platform.endpoints.list(BOOTSTRAP):
+        await platform.endpoints.create(BOOTSTRAP, **BUNDLED_ENDPOINT)  # type: ignore[arg-type]
+    names = [ep.name for ep in await platform.endpoints.list(BOOTSTRAP) if ep.provider is None]
     runtime = platform.reconciler.runtime
     with console.status("starting model replicas…"):
         waits = [asyncio.ensure_future(runtime.wait_ready(n)) for n in names]

@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
+from modelplane.control.names import NAME
 from modelplane.control.reconciler import Reconciler
+from modelplane.control.routes import RouteService
+from modelplane.control.teams import TeamService
 from modelplane.engines import registry as engines
-from modelplane.errors import Conflict, InvalidRequest, NotFound
+from modelplane.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 from modelplane.gateway.routes import RouteSpec
+from modelplane.identity import Caller
 from modelplane.providers import registry as providers
 from modelplane.runtimes.base import ReplicaStatus
-from modelplane.store.records import GATEWAY_OPTIONS, Endpoint, Route
+from modelplane.store.records import GATEWAY_OPTIONS, Endpoint
 from modelplane.store.repos import DuplicateName, EndpointRepo
 
-
-class RouteUsers(Protocol):
-    """What endpoint deletion needs to know of routes (kept narrow: control/routes.py
-    imports this module)."""
-
-    @property
-    def routes(self) -> Mapping[str, Route]: ...
-
-
-NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 MAX_REPLICAS = 64
 
 
@@ -76,41 +69,41 @@ def _check_provider(provider: str, options: dict[str, Any]) -> None:
 
 
 class EndpointService:
-    def __init__(self, reconciler: Reconciler, routes: RouteUsers | None = None) -> None:
+    """Every call names its caller: another team's private endpoint reads as missing
+    (404); one shared with the caller can be used and read but not changed (403)."""
+
+    def __init__(self, reconciler: Reconciler, teams: TeamService, routes: RouteService) -> None:
         self.reconciler = reconciler
         self.repo = EndpointRepo(reconciler.db)
+        self.teams = teams
         self.routes = routes
 
     def view(self, ep: Endpoint) -> dict[str, Any]:
+        common = {
+            "name": ep.name,
+            "model": ep.model,
+            "options": ep.options,
+            "generation": ep.generation,
+            **self.teams.owner_view(ep.owner),
+            "created_at": ep.created_at.isoformat(),
+            "updated_at": ep.updated_at.isoformat(),
+        }
         if ep.provider is not None:
-            return {
-                "name": ep.name,
-                "provider": ep.provider,
-                "model": ep.model,
-                "options": ep.options,
-                "generation": ep.generation,
-                "status": "external",
-                "created_at": ep.created_at.isoformat(),
-                "updated_at": ep.updated_at.isoformat(),
-            }
+            return {**common, "provider": ep.provider, "status": "external"}
         replicas = self.reconciler.runtime.replicas(ep.name)
         ready = sum(r.status == ReplicaStatus.READY for r in replicas)
         return {
-            "name": ep.name,
+            **common,
             "engine": ep.engine,
-            "model": ep.model,
             "replicas": ep.replicas,
-            "options": ep.options,
-            "generation": ep.generation,
             "ready_replicas": ready,
             "status": "ready" if ready else ("stopped" if ep.replicas == 0 else "starting"),
             "replica_status": [r.view() for r in replicas],
-            "created_at": ep.created_at.isoformat(),
-            "updated_at": ep.updated_at.isoformat(),
         }
 
     async def create(
         self,
+        caller: Caller,
         *,
         name: str,
         model: str,
@@ -118,7 +111,12 @@ class EndpointService:
         engine: str | None = None,
         provider: str | None = None,
         replicas: int = 1,
+        team: str | None = None,
+        shared_with: list[str] | None = None,
     ) -> Endpoint:
+        if not (caller.is_admin or caller.role == "team_admin") or not caller.allows("write"):
+            raise PermissionDenied("creating endpoints needs an admin or team_admin key")
+        owner = self.teams.owner(caller, team, shared_with)
         if not NAME.match(name):
             raise InvalidRequest(
                 "name must be 1-63 characters of a-z, 0-9, '.', '_' or '-', "
@@ -142,23 +140,34 @@ class EndpointService:
                 model=model,
                 replicas=replicas,
                 options=options,
+                owner=owner,
             )
         except DuplicateName:
             raise Conflict(f"an endpoint named '{name}' already exists") from None
         await self.reconciler.reconcile()
         return ep
 
-    async def list(self) -> list[Endpoint]:
-        return await self.repo.all()
+    async def list(self, caller: Caller) -> list[Endpoint]:
+        return [ep for ep in await self.repo.all() if caller.can_read(ep.owner)]
 
-    async def get(self, name: str) -> Endpoint:
+    async def get(self, caller: Caller, name: str) -> Endpoint:
         ep = await self.repo.get(name)
-        if ep is None:
+        if ep is None or not caller.can_read(ep.owner):
             raise NotFound(f"no endpoint named '{name}'")
         return ep
 
-    async def update(self, name: str, changes: dict[str, Any]) -> Endpoint:
-        current = await self.get(name)
+    async def _managed(self, caller: Caller, name: str) -> Endpoint:
+        ep = await self.get(caller, name)
+        if not caller.can_manage(ep.owner):
+            raise PermissionDenied(
+                f"endpoint '{name}' is shared with you; only its own team can change it"
+            )
+        return ep
+
+    async def update(self, caller: Caller, name: str, changes: dict[str, Any]) -> Endpoint:
+        current = await self._managed(caller, name)
+        if "shared_with" in changes:
+            changes["shared_with"] = self.teams.share_ids(changes["shared_with"])
         if current.provider is not None:
             if changes.keys() & {"engine", "replicas"}:
                 raise InvalidRequest(
@@ -182,18 +191,18 @@ class EndpointService:
         await self.reconciler.reconcile()
         return ep
 
-    async def delete(self, name: str) -> None:
-        if self.routes is not None:
-            users = sorted(
-                r.name
-                for r in self.routes.routes.values()
-                if name in RouteSpec.model_validate(r.spec).endpoints()
+    async def delete(self, caller: Caller, name: str) -> None:
+        await self._managed(caller, name)
+        users = sorted(
+            r.name
+            for r in self.routes.routes.values()
+            if name in RouteSpec.model_validate(r.spec).endpoints()
+        )
+        if users:
+            raise Conflict(
+                f"endpoint '{name}' is used by route(s) {', '.join(users)}; change or "
+                "delete them first"
             )
-            if users:
-                raise Conflict(
-                    f"endpoint '{name}' is used by route(s) {', '.join(users)}; change or "
-                    "delete them first"
-                )
         if not await self.repo.delete(name):
             raise NotFound(f"no endpoint named '{name}'")
         # Returns once every replica process is gone.

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from modelplane.errors import AuthenticationError, InvalidRequest, NotFound
+from modelplane.errors import AuthenticationError, InvalidRequest, NotFound, PermissionDenied
+from modelplane.identity import ROLES, SCOPES, Caller
 from modelplane.store.db import Database
 from modelplane.store.records import ApiKey
 from modelplane.store.repos import KeyRepo, revision
@@ -28,7 +29,9 @@ from modelplane.store.repos import KeyRepo, revision
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "mp-"
-ROLES = ("admin", "member")
+
+
+BOOTSTRAP = Caller("system:bootstrap", "admin")
 
 
 def hash_key(token: str) -> str:
@@ -45,12 +48,18 @@ class NewKey:
     secret: str
 
 
-def key_view(k: ApiKey) -> dict[str, object]:
+def caller_of(k: ApiKey) -> Caller:
+    return Caller(f"key:{k.id}", k.role, k.team_id, k.id, frozenset(k.scopes))  # type: ignore[arg-type]
+
+
+def key_view(k: ApiKey, team: str | None = None) -> dict[str, object]:
     return {
         "id": k.id,
         "name": k.name,
         "prefix": k.prefix,
         "role": k.role,
+        "team": team,
+        "scopes": list(k.scopes),
         "created_at": k.created_at.isoformat(),
         "expires_at": k.expires_at.isoformat() if k.expires_at else None,
         "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
@@ -63,7 +72,7 @@ class KeyService:
         self.repo = KeyRepo(db)
         self.db = db
         self.refresh_interval_s = refresh_interval_s
-        self._by_hash: dict[str, ApiKey] = {}
+        self._by_hash: dict[str, tuple[ApiKey, Caller]] = {}
         self._rev = -1
         self._used: dict[str, datetime] = {}
         self._task: asyncio.Task[None] | None = None
@@ -82,7 +91,7 @@ class KeyService:
     async def reload(self) -> None:
         rev = await revision(self.db, "keys")
         keys = await self.repo.all()
-        self._by_hash = {k.key_hash: k for k in keys if k.revoked_at is None}
+        self._by_hash = {k.key_hash: (k, caller_of(k)) for k in keys if k.revoked_at is None}
         self._rev = rev
 
     async def _refresh_loop(self) -> None:
@@ -100,7 +109,7 @@ class KeyService:
         if used:
             await self.repo.touch(used)
 
-    def authenticate(self, authorization: str | None) -> ApiKey:
+    def authenticate(self, authorization: str | None) -> Caller:
         """The key behind an ``Authorization: Bearer …`` header, or 401."""
         if not authorization:
             raise AuthenticationError("missing API key: send it as 'Authorization: Bearer <key>'")
@@ -108,49 +117,88 @@ class KeyService:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise AuthenticationError("malformed Authorization header: expected 'Bearer <key>'")
-        key = self._by_hash.get(hash_key(token))
-        if key is None:
+        found = self._by_hash.get(hash_key(token))
+        if found is None:
             raise AuthenticationError("invalid API key: it is unknown or has been revoked")
+        key, caller = found
         now = datetime.now(UTC)
         if key.expires_at is not None and key.expires_at <= now:
             raise AuthenticationError("this API key has expired; create a new one")
         self._used[key.id] = now
-        return key
+        return caller
 
     async def create(
         self,
+        caller: Caller,
         name: str,
         role: str = "member",
         expires_at: datetime | None = None,
+        *,
+        team_id: str | None = None,
+        scopes: tuple[str, ...] = (),
         secret: str | None = None,
     ) -> NewKey:
+        """Admins mint any key; team admins mint keys of their own team, up to their own
+        role; nobody else mints keys."""
         if role not in ROLES:
             raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", param="role")
+        bad = sorted(set(scopes) - set(SCOPES))
+        if bad:
+            raise InvalidRequest(
+                f"unknown scope {bad[0]!r}; scopes are {', '.join(SCOPES)}", param="scopes"
+            )
+        if not caller.allows("write") or not (caller.is_admin or caller.role == "team_admin"):
+            raise PermissionDenied("creating keys needs an admin or team_admin key")
+        if not caller.is_admin:
+            if role == "admin":
+                raise PermissionDenied("only an admin can create admin keys")
+            if team_id not in (None, caller.team_id):
+                raise PermissionDenied("you can only create keys for your own team")
+            team_id = caller.team_id
         if expires_at is not None and expires_at <= datetime.now(UTC):
             raise InvalidRequest("expires_at is in the past", param="expires_at")
         token = secret or mint()
         key = await self.repo.add(
-            name=name, prefix=token[:10], key_hash=hash_key(token), role=role, expires_at=expires_at
+            name=name,
+            prefix=token[:10],
+            key_hash=hash_key(token),
+            role=role,
+            expires_at=expires_at,
+            team_id=team_id,
+            scopes=tuple(dict.fromkeys(scopes)),
         )
         await self.reload()
         return NewKey(key, token)
 
-    async def list(self) -> list[ApiKey]:
-        return await self.repo.all()
+    def _visible(self, caller: Caller, key: ApiKey) -> bool:
+        return caller.is_admin or (
+            caller.role == "team_admin"
+            and caller.team_id is not None
+            and key.team_id == caller.team_id
+        )
 
-    async def revoke(self, key_id: str) -> ApiKey:
-        key = await self.repo.revoke(key_id)
-        if key is None:
+    async def list(self, caller: Caller) -> list[ApiKey]:
+        if not (caller.is_admin or caller.role == "team_admin") or not caller.allows("read"):
+            raise PermissionDenied("listing keys needs an admin or team_admin key")
+        return [k for k in await self.repo.all() if self._visible(caller, k)]
+
+    async def revoke(self, caller: Caller, key_id: str) -> ApiKey:
+        if not caller.allows("write"):
+            raise PermissionDenied("revoking keys needs a key with the 'write' scope")
+        key = await self.repo.get(key_id)
+        if key is None or not self._visible(caller, key):
             raise NotFound(f"no API key with id '{key_id}'")
+        revoked = await self.repo.revoke(key_id)
+        assert revoked is not None
         await self.reload()
-        return key
+        return revoked
 
     async def bootstrap_admin(self, path: Path, preset: str | None = None) -> str | None:
         """On first start (no keys at all): mint an admin key, write it to ``path`` with
         mode 0600 and return it, so the caller can print it once."""
         if await self.repo.count() > 0:
             return None
-        new = await self.create("admin", role="admin", secret=preset)
+        new = await self.create(BOOTSTRAP, "admin", role="admin", secret=preset)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:

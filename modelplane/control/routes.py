@@ -14,15 +14,20 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modelplane.control.endpoints import NAME
+from modelplane.control.names import NAME
 from modelplane.control.snapshot import Snapshot
-from modelplane.errors import Conflict, InvalidRequest, NotFound, first_invalid
+from modelplane.control.teams import TeamService
+from modelplane.errors import Conflict, InvalidRequest, NotFound, PermissionDenied, first_invalid
 from modelplane.gateway.routes import RouteSpec
+from modelplane.identity import Caller
 from modelplane.store.db import Database
 from modelplane.store.records import Endpoint, Route
 from modelplane.store.repos import RouteRepo
 
 log = logging.getLogger(__name__)
+
+SYSTEM = Caller("system:config", "admin")
+"""Who applies ``modelplane.yaml``."""
 
 
 def parse_spec(raw: Mapping[str, Any]) -> RouteSpec:
@@ -33,10 +38,11 @@ def parse_spec(raw: Mapping[str, Any]) -> RouteSpec:
         raise InvalidRequest(f"{where}: {why}" if where else why, param=where or None) from None
 
 
-def route_view(route: Route) -> dict[str, Any]:
+def route_view(route: Route, teams: TeamService) -> dict[str, Any]:
     return {
         "name": route.name,
         **RouteSpec.model_validate(route.spec).model_dump(),
+        **teams.owner_view(route.owner),
         "source": route.source,
         "created_at": route.created_at.isoformat(),
         "updated_at": route.updated_at.isoformat(),
@@ -46,8 +52,9 @@ def route_view(route: Route) -> dict[str, Any]:
 class RouteService(Snapshot):
     collection = "routes"
 
-    def __init__(self, db: Database, refresh_interval_s: float = 1.0) -> None:
+    def __init__(self, db: Database, teams: TeamService, refresh_interval_s: float = 1.0) -> None:
         super().__init__(db, refresh_interval_s)
+        self.teams = teams
         self.repo = RouteRepo(db)
         self.routes: dict[str, Route] = {}
         """The snapshot the gateway routes by; replaced (never mutated) on change."""
@@ -55,12 +62,19 @@ class RouteService(Snapshot):
     async def load(self) -> None:
         self.routes = {r.name: r for r in await self.repo.all()}
 
-    def _check(self, name: str, spec: RouteSpec, endpoints: Mapping[str, Endpoint]) -> None:
+    def _check(
+        self,
+        name: str,
+        spec: RouteSpec,
+        endpoints: Mapping[str, Endpoint],
+        caller: Caller | None = None,
+    ) -> None:
         if not NAME.match(name):
             raise InvalidRequest(
                 "a route name is 1-63 characters of a-z, 0-9, '.', '_' or '-'", param="name"
             )
-        missing = sorted(spec.endpoints() - endpoints.keys())
+        usable = {n for n, ep in endpoints.items() if caller is None or caller.can_read(ep.owner)}
+        missing = sorted(spec.endpoints() - usable)
         if missing:
             raise InvalidRequest(
                 f"no endpoint named {', '.join(repr(m) for m in missing)}; create it first",
@@ -79,28 +93,58 @@ class RouteService(Snapshot):
                 raise Conflict(f"alias '{alias}' already belongs to route '{taken[alias]}'")
 
     async def put(
-        self, name: str, raw: Mapping[str, Any], endpoints: Mapping[str, Endpoint]
+        self,
+        caller: Caller,
+        name: str,
+        raw: Mapping[str, Any],
+        endpoints: Mapping[str, Endpoint],
     ) -> tuple[Route, bool]:
-        spec = parse_spec(raw)
+        """Create or replace. ``raw`` is a route spec plus, optionally, ``team`` and
+        ``shared_with`` (who owns it and who else may call it)."""
+        body = dict(raw)
+        team, shared_with = body.pop("team", None), body.pop("shared_with", None)
+        spec = parse_spec(body)
         current = await self.repo.get(name)
-        if current is not None and current.source == "config":
-            raise Conflict(f"route '{name}' is declared in modelplane.yaml; change it there")
-        self._check(name, spec, endpoints)
-        route, created = await self.repo.put(name, spec.model_dump(exclude_defaults=True), "api")
+        if current is None:
+            if not (caller.is_admin or caller.role == "team_admin") or not caller.allows("write"):
+                raise PermissionDenied("creating routes needs an admin or team_admin key")
+            owner = self.teams.owner(caller, team, shared_with)
+        else:
+            if not caller.can_read(current.owner):
+                raise Conflict(f"the name '{name}' is taken by another team's route")
+            if not caller.can_manage(current.owner):
+                raise PermissionDenied(
+                    f"route '{name}' is shared with you; only its team changes it"
+                )
+            if current.source == "config":
+                raise Conflict(f"route '{name}' is declared in modelplane.yaml; change it there")
+            owner = current.owner
+            if team is not None or shared_with is not None:
+                owner = self.teams.owner(
+                    caller,
+                    team if team is not None else self.teams.name_of(owner.team_id),
+                    shared_with if shared_with is not None else None,
+                )
+        self._check(name, spec, endpoints, caller)
+        route, created = await self.repo.put(
+            name, spec.model_dump(exclude_defaults=True), "api", owner
+        )
         await self.reload()
         return route, created
 
-    async def get(self, name: str) -> Route:
+    async def get(self, caller: Caller, name: str) -> Route:
         route = await self.repo.get(name)
-        if route is None:
+        if route is None or not caller.can_read(route.owner):
             raise NotFound(f"no route named '{name}'")
         return route
 
-    async def list(self) -> list[Route]:
-        return await self.repo.all()
+    async def list(self, caller: Caller) -> list[Route]:
+        return [r for r in await self.repo.all() if caller.can_read(r.owner)]
 
-    async def delete(self, name: str) -> None:
-        current = await self.get(name)
+    async def delete(self, caller: Caller, name: str) -> None:
+        current = await self.get(caller, name)
+        if not caller.can_manage(current.owner):
+            raise PermissionDenied(f"route '{name}' is shared with you; only its team deletes it")
         if current.source == "config":
             raise Conflict(f"route '{name}' is declared in modelplane.yaml; remove it there")
         await self.repo.delete(name)
@@ -114,12 +158,15 @@ class RouteService(Snapshot):
         await self.reload()
         for name, raw in declared.items():
             try:
-                spec = parse_spec(raw)
+                body = dict(raw)
+                team, shared_with = body.pop("team", None), body.pop("shared_with", None)
+                owner = self.teams.owner(SYSTEM, team, shared_with)
+                spec = parse_spec(body)
                 self._check(name, spec, endpoints)
             except (InvalidRequest, Conflict) as exc:
                 log.error("modelplane.yaml: route '%s' was not applied: %s", name, exc.message)
                 continue
-            await self.repo.put(name, spec.model_dump(exclude_defaults=True), "config")
+            await self.repo.put(name, spec.model_dump(exclude_defaults=True), "config", owner)
         for route in await self.repo.all():
             if route.source == "config" and route.name not in declared:
                 await self.repo.delete(route.name)

@@ -21,6 +21,7 @@ import aiohttp
 
 from modelplane.errors import (
     InvalidRequest,
+    ModelNotFound,
     ModelplaneError,
     NoReadyReplica,
     Overloaded,
@@ -31,6 +32,7 @@ from modelplane.errors import (
 from modelplane.gateway.cache import ResponseCache
 from modelplane.gateway.router import Router
 from modelplane.gateway.routes import ResolvedRoute, RouteTable
+from modelplane.identity import Caller
 from modelplane.providers import registry as providers
 from modelplane.providers.base import Call, Kind, Provider, Reply, Target
 from modelplane.store.records import Endpoint
@@ -83,7 +85,7 @@ class Inbound:
     peeked: Peeked
     request_id: str
     headers: Mapping[str, str]
-    caller_id: str
+    caller: Caller
 
 
 def _error_code(reply: Reply) -> str | None:
@@ -185,6 +187,8 @@ class Proxy:
 
     async def forward(self, req: Inbound) -> Reply:
         route = self.routes.resolve(req.peeked.model)
+        if not req.caller.can_read(route.owner):
+            raise ModelNotFound(req.peeked.model)  # another team's: as if it did not exist
         spec = route.spec
         cache_key = None
         if self.cache is not None and self._cache_wanted(route, req.headers):
@@ -198,7 +202,7 @@ class Proxy:
         deadline = loop.time() + (spec.timeouts.total_s or self.timeout_s)
         sticky = None
         if spec.sticky == "key":
-            sticky = req.caller_id
+            sticky = req.caller.subject
         elif spec.sticky == "user" and isinstance(req.peeked.body.get("user"), str):
             sticky = req.peeked.body["user"]
         last: Failure | None = None

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from modelplane.errors import ModelNotFound
-from modelplane.store.records import Endpoint, Route
+from modelplane.store.records import UNSHARED, Endpoint, Owned, Route
 
 
 class _Strict(BaseModel):
@@ -90,6 +90,7 @@ class ResolvedRoute:
     name: str
     spec: RouteSpec
     implicit: bool
+    owner: Owned = UNSHARED
 
     def chain(self, sticky_id: str | None) -> list[str]:
         """The endpoints to try, in order: one weighted pick, then the fallbacks."""
@@ -137,11 +138,14 @@ class RouteTable:
                 name,
                 DEFAULT.model_copy(update={"targets": [WeightedTarget(endpoint=name)]}),
                 implicit=True,
+                owner=ep.owner,
             )
-            for name in endpoints
+            for name, ep in endpoints.items()
         }
         for route in routes.values():
-            resolved = ResolvedRoute(route.name, RouteSpec.model_validate(route.spec), False)
+            resolved = ResolvedRoute(
+                route.name, RouteSpec.model_validate(route.spec), False, route.owner
+            )
             table[route.name] = resolved
             for alias in resolved.spec.aliases:
                 table.setdefault(alias, resolved)
@@ -155,6 +159,7 @@ class RouteTable:
             raise ModelNotFound(model)
         return route
 
-    def names(self) -> list[str]:
+    def names(self, readable: Callable[[Owned], bool]) -> list[str]:
+        """Public names whose route ``readable`` accepts (the caller's view)."""
         self._rebuild()
-        return sorted(self._by_name)
+        return sorted(n for n, r in self._by_name.items() if readable(r.owner))

@@ -16,6 +16,14 @@ class Base(DeclarativeBase):
     }
 
 
+class TeamRow(Base):
+    __tablename__ = "teams"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime]
+
+
 class ApiKeyRow(Base):
     __tablename__ = "api_keys"
 
@@ -24,6 +32,8 @@ class ApiKeyRow(Base):
     prefix: Mapped[str] = mapped_column(String(32))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     role: Mapped[str] = mapped_column(String(32))
+    team_id: Mapped[str | None] = mapped_column(String(32))
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
@@ -40,6 +50,8 @@ class EndpointRow(Base):
     model: Mapped[str] = mapped_column(Text)
     replicas: Mapped[int] = mapped_column(Integer)
     options: Mapped[dict[str, Any]]
+    team_id: Mapped[str | None] = mapped_column(String(32))
+    shared_with: Mapped[list[str]] = mapped_column(JSON, default=list)
     generation: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
@@ -52,6 +64,8 @@ class RouteRow(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     spec: Mapped[dict[str, Any]]
     source: Mapped[str] = mapped_column(String(20))
+    team_id: Mapped[str | None] = mapped_column(String(32))
+    shared_with: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

@@ -8,6 +8,13 @@ from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
+class Team:
+    id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class ApiKey:
     id: str
     name: str
@@ -18,6 +25,21 @@ class ApiKey:
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+    team_id: str | None = None
+    scopes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Owned:
+    """Who owns a resource and who else may use it: ``shared_with`` holds team ids, or
+    ``"*"`` for every team. ``team_id`` ``None`` means the platform owns it."""
+
+    team_id: str | None = None
+    shared_with: tuple[str, ...] = ()
+
+
+UNSHARED = Owned()
+"""The platform's, shared with no team: only admins see it."""
 
 
 GATEWAY_OPTIONS = frozenset({"balancing", "queue"})
@@ -37,6 +59,7 @@ class Endpoint:
     generation: int
     created_at: datetime
     updated_at: datetime
+    owner: Owned = UNSHARED
 
     def engine_options(self) -> dict[str, Any]:
         return {k: v for k, v in self.options.items() if k not in GATEWAY_OPTIONS}
@@ -51,3 +74,4 @@ class Route:
     """``api`` (written through the control API) or ``config`` (declared in the YAML)."""
     created_at: datetime
     updated_at: datetime
+    owner: Owned = UNSHARED

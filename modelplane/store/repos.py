@@ -12,8 +12,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from modelplane.store.db import Database
-from modelplane.store.models import ApiKeyRow, EndpointRow, RevisionRow, RouteRow, SecretRow
-from modelplane.store.records import ApiKey, Endpoint, Route
+from modelplane.store.models import (
+    ApiKeyRow,
+    EndpointRow,
+    RevisionRow,
+    RouteRow,
+    SecretRow,
+    TeamRow,
+)
+from modelplane.store.records import UNSHARED, ApiKey, Endpoint, Owned, Route, Team
 
 
 class DuplicateName(Exception):
@@ -54,7 +61,13 @@ def _key(r: ApiKeyRow) -> ApiKey:
         _aware(r.expires_at),
         _aware(r.revoked_at),
         _aware(r.last_used_at),
+        r.team_id,
+        tuple(r.scopes or ()),
     )
+
+
+def _owner(r: EndpointRow | RouteRow) -> Owned:
+    return Owned(r.team_id, tuple(r.shared_with or ()))
 
 
 def _endpoint(r: EndpointRow) -> Endpoint:
@@ -69,6 +82,7 @@ def _endpoint(r: EndpointRow) -> Endpoint:
         r.generation,
         _aware(r.created_at) or _now(),
         _aware(r.updated_at) or _now(),
+        _owner(r),
     )
 
 
@@ -77,7 +91,15 @@ class KeyRepo:
         self.db = db
 
     async def add(
-        self, *, name: str, prefix: str, key_hash: str, role: str, expires_at: datetime | None
+        self,
+        *,
+        name: str,
+        prefix: str,
+        key_hash: str,
+        role: str,
+        expires_at: datetime | None,
+        team_id: str | None = None,
+        scopes: tuple[str, ...] = (),
     ) -> ApiKey:
         row = ApiKeyRow(
             id=uuid.uuid4().hex,
@@ -85,6 +107,8 @@ class KeyRepo:
             prefix=prefix,
             key_hash=key_hash,
             role=role,
+            team_id=team_id,
+            scopes=list(scopes),
             created_at=_now(),
             expires_at=expires_at,
         )
@@ -140,6 +164,7 @@ class EndpointRepo:
         replicas: int,
         options: dict[str, Any],
         provider: str | None = None,
+        owner: Owned = UNSHARED,
     ) -> Endpoint:
         now = _now()
         row = EndpointRow(
@@ -147,6 +172,8 @@ class EndpointRepo:
             name=name,
             engine=engine,
             provider=provider,
+            team_id=owner.team_id,
+            shared_with=list(owner.shared_with),
             model=model,
             replicas=replicas,
             options=options,
@@ -183,6 +210,9 @@ class EndpointRepo:
                 return None
             respec = False
             for field, value in changes.items():
+                if field == "shared_with":
+                    row.shared_with = list(value)
+                    continue
                 if getattr(row, field) != value:
                     setattr(row, field, value)
                     respec = respec or field != "replicas"
@@ -210,6 +240,7 @@ def _route(r: RouteRow) -> Route:
         r.source,
         _aware(r.created_at) or _now(),
         _aware(r.updated_at) or _now(),
+        _owner(r),
     )
 
 
@@ -227,9 +258,12 @@ class RouteRepo:
             row = await s.scalar(select(RouteRow).where(RouteRow.name == name))
             return _route(row) if row else None
 
-    async def put(self, name: str, spec: dict[str, Any], source: str) -> tuple[Route, bool]:
+    async def put(
+        self, name: str, spec: dict[str, Any], source: str, owner: Owned = UNSHARED
+    ) -> tuple[Route, bool]:
         """Create or replace; returns the route and whether it was created."""
         now = _now()
+        shared = list(owner.shared_with)
         async with self.db.session() as s:
             row = await s.scalar(select(RouteRow).where(RouteRow.name == name).with_for_update())
             created = row is None
@@ -239,14 +273,22 @@ class RouteRepo:
                     name=name,
                     spec=spec,
                     source=source,
+                    team_id=owner.team_id,
+                    shared_with=shared,
                     created_at=now,
                     updated_at=now,
                 )
                 s.add(row)
-            elif row.spec == spec and row.source == source:
+            elif (row.spec, row.source, row.team_id, row.shared_with) == (
+                spec,
+                source,
+                owner.team_id,
+                shared,
+            ):
                 return _route(row), False
             else:
                 row.spec, row.source, row.updated_at = spec, source, now
+                row.team_id, row.shared_with = owner.team_id, shared
             await s.flush()
             await _bump(s, "routes")
             return _route(row), created
@@ -299,4 +341,34 @@ class SecretRepo:
                 return False
             await s.delete(row)
             await _bump(s, "secrets")
+            return True
+
+
+class TeamRepo:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def all(self) -> list[Team]:
+        async with self.db.session() as s:
+            rows = (await s.scalars(select(TeamRow).order_by(TeamRow.name))).all()
+            return [Team(r.id, r.name, _aware(r.created_at) or _now()) for r in rows]
+
+    async def add(self, name: str) -> Team:
+        row = TeamRow(id=uuid.uuid4().hex, name=name, created_at=_now())
+        try:
+            async with self.db.session() as s:
+                s.add(row)
+                await s.flush()
+                await _bump(s, "teams")
+        except IntegrityError:
+            raise DuplicateName(name) from None
+        return Team(row.id, row.name, row.created_at)
+
+    async def delete(self, team_id: str) -> bool:
+        async with self.db.session() as s:
+            row = await s.get(TeamRow, team_id)
+            if row is None:
+                return False
+            await s.delete(row)
+            await _bump(s, "teams")
             return True

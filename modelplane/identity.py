@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from modelplane.store.records import Owned
+
 Role = Literal["admin", "team_admin", "member", "viewer"]
 ROLES: tuple[Role, ...] = ("admin", "team_admin", "member", "viewer")
 Scope = Literal["inference", "read", "write"]
@@ -47,3 +49,26 @@ class Caller:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    def can_read(self, owner: Owned) -> bool:
+        """Whether this caller may see (and, with ``inference``, use) a resource. Another
+        team's private resource is invisible: callers get 404, as if it did not exist."""
+        if self.is_admin:
+            return True
+        if owner.team_id is not None and owner.team_id == self.team_id:
+            return True
+        return "*" in owner.shared_with or (
+            self.team_id is not None and self.team_id in owner.shared_with
+        )
+
+    def can_manage(self, owner: Owned) -> bool:
+        """Whether this caller may change or delete a resource."""
+        if not self.allows("write"):
+            return False
+        if self.is_admin:
+            return True
+        return (
+            self.role == "team_admin"
+            and owner.team_id is not None
+            and owner.team_id == self.team_id
+        )

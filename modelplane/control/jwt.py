@@ -1,0 +1,333 @@
+"""Bearer JWTs from an OIDC issuer, verified against its JWKS and mapped to a ``Caller``.
+
+The JWKS is loaded at start and refreshed in the background (and once, rate-limited,
+when a token names a key id the cached set lacks, so key rotation needs no restart).
+Verifying a token is CPU only: no I/O on the request path. Only asymmetric algorithms
+are accepted, and each key is bound to the algorithms its JWK allows, so neither
+``alg: none`` nor an HMAC "signed" with the public key gets through. PyJWT's exceptions
+are translated into ``AuthenticationError`` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import jwt
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from modelplane.errors import AuthenticationError, ModelplaneError
+from modelplane.identity import ROLES, SCOPES, Caller, Role
+
+log = logging.getLogger(__name__)
+
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+    | {"ES256", "ES256K", "ES384", "ES512", "EdDSA"}
+)
+_EC_CURVES = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512", "secp256k1": "ES256K"}
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+_ROLE_BY_NAME: dict[str, Role] = {r: r for r in ROLES}
+_JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+UNKNOWN_KID_REFRESH_S = 30.0
+"""A token with an unknown key id triggers a JWKS refresh at most this often."""
+
+
+class JwtSettings(BaseModel):
+    """Accept bearer JWTs from one OIDC issuer (``jwt:`` in ``modelplane.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    issuer: str
+    """Must equal the token's ``iss``."""
+    audience: str | None = None
+    """When set, must be in the token's ``aud``."""
+    jwks_url: str | None = None
+    """The issuer's JWKS (``…/.well-known/jwks.json``); https, or http on loopback only."""
+    jwks_file: Path | None = None
+    """A JWKS on disk instead of ``jwks_url`` (exactly one of the two)."""
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256", "PS256", "EdDSA"])
+    """Accepted signing algorithms; asymmetric only."""
+    team_claim: str = "team"
+    """Claim holding the caller's team *name*; required unless the role is ``admin``."""
+    role_claim: str = "role"
+    """Claim holding one of admin, team_admin, member, viewer."""
+    scope_claim: str = "scope"
+    """Space-separated string or list; values other than inference/read/write are ignored."""
+    default_role: Role = "member"
+    """Role of tokens without a role claim."""
+    leeway_s: float = Field(default=30.0, ge=0)
+    """Clock skew tolerated on ``exp``, ``nbf`` and ``iat``."""
+    jwks_refresh_s: float = Field(default=300.0, gt=0)
+    """How often the JWKS is re-read."""
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("list at least one signing algorithm, e.g. RS256")
+        for alg in v:
+            if alg not in ASYMMETRIC_ALGORITHMS:
+                raise ValueError(
+                    f"'{alg}' cannot be accepted: a JWKS holds public keys, so only asymmetric "
+                    f"algorithms are allowed: {', '.join(sorted(ASYMMETRIC_ALGORITHMS))}"
+                )
+        return v
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _https(cls, v: str | None) -> str | None:
+        if v is not None:
+            url = urlsplit(v)
+            if url.scheme != "https" and not (url.scheme == "http" and url.hostname in _LOOPBACK):
+                raise ValueError("jwks_url must be https:// (plain http only on loopback)")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> JwtSettings:
+        if (self.jwks_url is None) == (self.jwks_file is None):
+            raise ValueError("set exactly one of jwks_url and jwks_file")
+        return self
+
+
+def looks_like_jwt(token: str) -> bool:
+    """Three base64url segments: cheap, so API keys (``mp-…``, no dots) skip JWT parsing."""
+    return _JWT_SHAPE.fullmatch(token) is not None
+
+
+def _short(value: object) -> str:
+    return repr(str(value)[:64])
+
+
+_FAILURES: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
+    (jwt.ExpiredSignatureError, "the bearer token has expired; get a new one from the issuer"),
+    (
+        jwt.ImmatureSignatureError,
+        "the bearer token is not valid yet (nbf or iat is in the future); "
+        "check the clocks of the issuer and of this server",
+    ),
+    (
+        jwt.InvalidSignatureError,
+        "the bearer token's signature does not verify: it was altered or signed by another key",
+    ),
+    (jwt.InvalidAlgorithmError, "the bearer token's algorithm does not match its signing key"),
+    (jwt.DecodeError, "the bearer token is not a well-formed JWT"),
+)
+
+
+class JwtAuth:
+    """Verifies bearer JWTs against the configured issuer's cached JWKS."""
+
+    def __init__(self, settings: JwtSettings, team_id: Callable[[str], str | None]) -> None:
+        self.settings = settings
+        self._team_id = team_id
+        self._keys: dict[str | None, dict[str, jwt.PyJWK]] = {}
+        self._client: httpx.AsyncClient | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._kid_refresh_at = -math.inf
+
+    @property
+    def _source(self) -> str:
+        return str(self.settings.jwks_url or self.settings.jwks_file)
+
+    async def start(self) -> None:
+        """Load the JWKS (raises ``ModelplaneError`` saying why it cannot) and keep it fresh."""
+        self._loop = asyncio.get_running_loop()
+        if self.settings.jwks_url:
+            self._client = httpx.AsyncClient(timeout=5.0)
+        try:
+            await self.refresh()
+        except BaseException:
+            await self.close()
+            raise
+        self._task = asyncio.create_task(self._refresh_loop(), name="jwks refresh")
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._client:
+            await self._client.aclose()
+            self._client = None
+
+    async def refresh(self) -> None:
+        """Re-read the JWKS now; on failure the cached keys stay in use."""
+        self._keys = self._parse(await self._fetch())
+
+    async def _fetch(self) -> object:
+        try:
+            if self._client is not None and self.settings.jwks_url:
+                r = await self._client.get(self.settings.jwks_url)
+                r.raise_for_status()
+                return r.json()
+            assert self.settings.jwks_file is not None
+            return json.loads(await asyncio.to_thread(self.settings.jwks_file.read_bytes))
+        except httpx.HTTPStatusError as exc:
+            raise ModelplaneError(
+                f"the JWKS URL {self._source} answered HTTP {exc.response.status_code}; "
+                "check jwt.jwks_url"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise ModelplaneError(
+                f"cannot fetch the JWKS from {self._source} ({exc or type(exc).__name__}); "
+                "check jwt.jwks_url and that the issuer is reachable"
+            ) from exc
+        except OSError as exc:
+            raise ModelplaneError(f"cannot read the JWKS file: {exc}; check jwt.jwks_file") from exc
+        except ValueError as exc:
+            raise ModelplaneError(f"the JWKS at {self._source} is not valid JSON") from exc
+
+    def _parse(self, data: object) -> dict[str | None, dict[str, jwt.PyJWK]]:
+        raw = data.get("keys") if isinstance(data, dict) else None
+        if not isinstance(raw, list):
+            raise ModelplaneError(f"the JWKS at {self._source} has no 'keys' list")
+        keys: dict[str | None, dict[str, jwt.PyJWK]] = {}
+        for jwk in raw:
+            if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig":
+                continue
+            for alg in self._algorithms_for(jwk):
+                try:
+                    keys.setdefault(jwk.get("kid"), {})[alg] = jwt.PyJWK(jwk, alg)
+                except jwt.PyJWTError as exc:
+                    log.warning("skipping key %s in the JWKS: %s", _short(jwk.get("kid")), exc)
+        if not keys:
+            raise ModelplaneError(
+                f"the JWKS at {self._source} has no usable key for "
+                f"{', '.join(self.settings.algorithms)}; check jwt.algorithms"
+            )
+        return keys
+
+    def _algorithms_for(self, jwk: dict[str, Any]) -> list[str]:
+        if "alg" in jwk:
+            candidates = {jwk["alg"]}
+        elif jwk.get("kty") == "RSA":
+            candidates = {a for a in ASYMMETRIC_ALGORITHMS if a[:2] in ("RS", "PS")}
+        elif jwk.get("kty") == "EC":
+            candidates = {_EC_CURVES.get(jwk.get("crv", ""), "")}
+        elif jwk.get("kty") == "OKP":
+            candidates = {"EdDSA"}
+        else:  # "oct" (a shared secret) never belongs in a public key set
+            candidates = set()
+        return [a for a in self.settings.algorithms if a in candidates]
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.jwks_refresh_s)
+            self._wake.clear()
+            try:
+                await self.refresh()
+            except ModelplaneError as exc:
+                log.warning("refreshing the JWKS failed; keeping the last keys: %s", exc.message)
+            except Exception:
+                log.exception("refreshing the JWKS failed; keeping the last keys")
+
+    def _request_refresh(self) -> None:
+        now = time.monotonic()
+        if self._loop is None or now - self._kid_refresh_at < UNKNOWN_KID_REFRESH_S:
+            return
+        self._kid_refresh_at = now
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._wake.set()
+        else:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def verify(self, token: str) -> Caller:
+        """The caller a valid token stands for, or ``AuthenticationError`` saying why not."""
+        s = self.settings
+        try:
+            header = jwt.get_unverified_header(token)
+            alg, kid = header.get("alg"), header.get("kid")
+            if not isinstance(kid, str | None):
+                raise AuthenticationError("the bearer token's 'kid' header must be a string")
+            if alg not in s.algorithms:
+                raise AuthenticationError(
+                    f"the bearer token's algorithm {_short(alg)} is not accepted; "
+                    f"modelplane accepts {', '.join(s.algorithms)}"
+                )
+            by_alg = self._keys.get(kid)
+            if by_alg is None and kid is None and len(self._keys) == 1:
+                by_alg = next(iter(self._keys.values()))
+            if by_alg is None:
+                self._request_refresh()
+                raise AuthenticationError(
+                    f"the bearer token's key id {_short(kid)} is not in the JWKS of "
+                    f"'{s.issuer}'; if the issuer has just rotated its keys, retry shortly"
+                )
+            key = by_alg.get(alg)
+            if key is None:
+                raise AuthenticationError(f"key {_short(kid)} of '{s.issuer}' cannot verify {alg}")
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                issuer=s.issuer,
+                audience=s.audience,
+                leeway=s.leeway_s,
+                options={"require": ["exp", "iss", "sub"], "verify_aud": s.audience is not None},
+            )
+        except jwt.InvalidIssuerError as exc:
+            raise AuthenticationError(f"the bearer token was not issued by '{s.issuer}'") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise AuthenticationError(
+                f"the bearer token is not meant for audience '{s.audience}'"
+            ) from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthenticationError(f"the bearer token has no '{exc.claim}' claim") from exc
+        except jwt.PyJWTError as exc:
+            message = next((m for t, m in _FAILURES if isinstance(exc, t)), None)
+            raise AuthenticationError(message or f"the bearer token is invalid: {exc}") from exc
+        return self._caller(claims)
+
+    def _caller(self, claims: dict[str, Any]) -> Caller:
+        s = self.settings
+        sub = claims["sub"]
+        if not sub:
+            raise AuthenticationError("the bearer token has an empty 'sub' claim")
+        raw_role = claims.get(s.role_claim, s.default_role)
+        role = _ROLE_BY_NAME.get(raw_role) if isinstance(raw_role, str) else None
+        if role is None:
+            raise AuthenticationError(
+                f"role {_short(raw_role)} in the token's '{s.role_claim}' claim is not a "
+                f"modelplane role; use one of {', '.join(ROLES)}"
+            )
+        team = claims.get(s.team_claim)
+        team_id: str | None = None
+        if team is None:
+            if role != "admin":
+                raise AuthenticationError(
+                    f"the bearer token has no '{s.team_claim}' claim; every caller but a "
+                    "platform admin needs a team"
+                )
+        elif not isinstance(team, str) or (team_id := self._team_id(team)) is None:
+            raise AuthenticationError(
+                f"team {_short(team)} in the token is not known to modelplane; create the "
+                f"team or fix the issuer's '{s.team_claim}' claim"
+            )
+        raw_scopes = claims.get(s.scope_claim, [])
+        if isinstance(raw_scopes, str):
+            raw_scopes = raw_scopes.split()
+        if not isinstance(raw_scopes, list):
+            raise AuthenticationError(
+                f"the token's '{s.scope_claim}' claim must be a space-separated string or a list"
+            )
+        scopes = frozenset(v for v in raw_scopes if v in SCOPES)
+        return Caller(subject=f"jwt:{s.issuer}#{sub}", role=role, team_id=team_id, scopes=scopes)
