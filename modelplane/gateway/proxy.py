@@ -30,6 +30,7 @@ from modelplane.errors import (
     openai_envelope,
 )
 from modelplane.gateway.cache import ResponseCache
+from modelplane.gateway.governance import Governor, Open
 from modelplane.gateway.router import Router
 from modelplane.gateway.routes import ResolvedRoute, RouteTable
 from modelplane.identity import Caller
@@ -130,12 +131,14 @@ class Proxy:
         timeout_s: float = 600.0,
         cache: ResponseCache | None = None,
         secrets: Callable[[str], str | None] | None = None,
+        governor: Governor | None = None,
     ) -> None:
         self.router = router
         self.routes = routes
         self.timeout_s = timeout_s
         self.cache = cache
         self.secrets = secrets
+        self.governor: Governor = governor or Open()
         self._sessions: dict[float, aiohttp.ClientSession] = {}
 
     def session(self, connect_s: float = 5.0) -> aiohttp.ClientSession:
@@ -189,6 +192,15 @@ class Proxy:
         route = self.routes.resolve(req.peeked.model)
         if not req.caller.can_read(route.owner):
             raise ModelNotFound(req.peeked.model)  # another team's: as if it did not exist
+        permit = await self.governor.admit(req, route)
+        try:
+            reply = await self._serve(req, route)
+        except BaseException as exc:
+            permit.fail(exc)
+            raise
+        return permit.complete(reply)
+
+    async def _serve(self, req: Inbound, route: ResolvedRoute) -> Reply:
         spec = route.spec
         cache_key = None
         if self.cache is not None and self._cache_wanted(route, req.headers):
