@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+PLACEHOLDERS = ("changeme", "change-me", "change_me", "placeholder", "example", "xxxxxxxx")
 
 
 def _default_home() -> Path:
@@ -49,6 +51,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MODELPLANE_", env_file=".env", extra="ignore", frozen=True
     )
+
+    mode: Literal["development", "production"] = "development"
+    """``production`` refuses to start without a strong ``MODELPLANE_SECRET_KEY`` (no
+    generated master secret), so every server process shares one that is backed up."""
 
     home: Path = Field(default_factory=_default_home)
     """Where modelplane keeps its data: the SQLite database, admin.key, logs."""
@@ -108,6 +114,26 @@ class Settings(BaseSettings):
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _production_needs_a_real_secret(self) -> Settings:
+        if self.mode != "production":
+            return self
+        value = self.secret_key.get_secret_value() if self.secret_key else ""
+        if not value:
+            raise ValueError(
+                "MODELPLANE_MODE=production needs MODELPLANE_SECRET_KEY (the master secret "
+                "that encrypts provider credentials): generate one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'` and give the "
+                "same one to every server process"
+            )
+        lowered = value.lower()
+        if len(value) < 32 or len(set(value)) < 10 or any(p in lowered for p in PLACEHOLDERS):
+            raise ValueError(
+                "MODELPLANE_SECRET_KEY looks like a placeholder or is shorter than 32 "
+                "characters; use a random one (see MODELPLANE_MODE)"
+            )
+        return self
 
     @field_validator("home", mode="after")
     @classmethod

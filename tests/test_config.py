@@ -66,3 +66,32 @@ def test_bad_yaml_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "modelplane.yaml").write_text("- just\n- a list\n")
     with pytest.raises(ValueError, match="expected a mapping"):
         Settings()
+
+
+@pytest.mark.parametrize(
+    ("secret", "why"),
+    [
+        (None, "needs MODELPLANE_SECRET_KEY"),
+        ("short", "shorter than 32"),
+        ("changeme-changeme-changeme-changeme-1234", "placeholder"),
+        ("a" * 40, "placeholder"),
+    ],
+)
+def test_production_refuses_a_missing_or_default_master_secret(
+    monkeypatch: pytest.MonkeyPatch, secret: str | None, why: str
+) -> None:
+    monkeypatch.setenv("MODELPLANE_MODE", "production")
+    if secret is not None:
+        monkeypatch.setenv("MODELPLANE_SECRET_KEY", secret)
+    with pytest.raises(ValueError, match=why):
+        Settings()
+
+
+def test_production_starts_with_a_random_master_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELPLANE_MODE", "production")
+    monkeypatch.setenv("MODELPLANE_SECRET_KEY", "Zx8-f3kQp1Vw7LmN2bRt9YcHs4JdE6uG0aOi5")
+    assert Settings().mode == "production"
+    # Development needs none: a master secret is generated on first start.
+    monkeypatch.setenv("MODELPLANE_MODE", "development")
+    monkeypatch.delenv("MODELPLANE_SECRET_KEY")
+    assert Settings().secret_key is None

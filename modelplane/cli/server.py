@@ -11,12 +11,14 @@ from typing import Annotated
 import typer
 import uvicorn
 from fastapi import FastAPI
+from pydantic import ValidationError
 from rich.console import Console
 
 from modelplane.api.app import create_app
 from modelplane.api.platform import Platform
 from modelplane.config import Settings
 from modelplane.control.keys import BOOTSTRAP
+from modelplane.errors import first_invalid
 from modelplane.telemetry.logging import configure
 
 console = Console()
@@ -39,7 +41,13 @@ def _settings(host: str | None, port: int | None) -> Settings:
         overrides["host"] = host
     if port is not None:
         overrides["port"] = port
-    return Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        where, why = first_invalid(exc.errors())
+        field = f" ({where})" if where and where != "body" else ""
+        console.print(f"[red]invalid configuration{field}:[/] {why}")
+        raise typer.Exit(2) from None
 
 
 def _check_port(settings: Settings) -> None:

@@ -76,3 +76,18 @@ def test_bad_key_is_reported_clearly(shared_server: Server) -> None:
         timeout=60,
     )
     assert r.returncode == 1 and "invalid API key" in r.stderr
+
+
+def test_serve_in_production_without_a_master_secret_says_what_to_do(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPLANE_")}
+    env.update(MODELPLANE_MODE="production", MODELPLANE_HOME=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-m", "modelplane", "serve", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "MODELPLANE_SECRET_KEY" in done.stdout and "Traceback" not in done.stderr
+    assert not (tmp_path / "secret.key").exists()
