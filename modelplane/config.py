@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8080
 
+    workers: int = Field(default=1, ge=1, le=64)
+    """Server processes (``modelplane serve --workers N``). They share the port, the
+    database and (with ``redis_url``) limits and caches; one of them, chosen by a lock,
+    supervises the local replicas and the others route by the state it publishes."""
+
     max_body_bytes: int = 4 * 1024 * 1024
     """Requests with a larger body are refused with 413 before they are read."""
 

@@ -38,3 +38,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+def create_app_from_env() -> FastAPI:
+    """For ``uvicorn --factory`` and ``serve --workers``: settings from the environment."""
+    return create_app(Settings())

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
 import logging
+import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from modelplane import coord
 from modelplane.config import Settings
@@ -22,6 +28,16 @@ from modelplane.runtimes import registry as runtimes
 from modelplane.store.db import Database
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def startup_lock(path: Path) -> AsyncIterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 @dataclass
@@ -43,17 +59,19 @@ class Platform:
     async def open(cls, settings: Settings) -> Platform:
         settings.home.mkdir(parents=True, exist_ok=True)
         db = Database(settings.sqlalchemy_url)
-        await db.migrate()
         keys = KeyService(db, settings.cache_refresh_interval_s)
         preset = settings.admin_key.get_secret_value() if settings.admin_key else None
-        new_admin = await keys.bootstrap_admin(settings.admin_key_path, preset)
+        # Worker processes start together: one at a time migrates and mints the first key.
+        async with startup_lock(settings.home / "startup.lock"):
+            await db.migrate()
+            new_admin = await keys.bootstrap_admin(settings.admin_key_path, preset)
         if new_admin:
             log.warning(
                 "created the first admin key; it is in %s (mode 0600)", settings.admin_key_path
             )
         await keys.start()
         runtime = runtimes.create(
-            "local",
+            "local-shared" if settings.workers > 1 else "local",
             home=settings.home,
             engine_threads=settings.engine_threads,
             start_timeout_s=settings.replica_start_timeout_s,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from typing import Annotated
 
@@ -80,10 +81,37 @@ def _server(settings: Settings) -> tuple[uvicorn.Server, FastAPI]:
     return uvicorn.Server(config), app
 
 
-def serve(host: Host = None, port: Port = None) -> None:
+Workers = Annotated[
+    int | None, typer.Option(help="Server processes sharing the port [default: 1]", min=1)
+]
+
+
+def serve(host: Host = None, port: Port = None, workers: Workers = None) -> None:
     """Run the server (gateway + control plane) in the foreground."""
     settings = _settings(host, port)
-    _server(settings)[0].run()
+    if workers is not None:
+        settings = settings.model_copy(update={"workers": workers})
+    if settings.workers == 1:
+        _server(settings)[0].run()
+        return
+    _check_port(settings)
+    configure(settings.log_format, settings.log_level)
+    # Each worker builds its app from the environment: hand the command line over.
+    os.environ.update(
+        MODELPLANE_HOST=settings.host,
+        MODELPLANE_PORT=str(settings.port),
+        MODELPLANE_WORKERS=str(settings.workers),
+    )
+    uvicorn.run(
+        "modelplane.api.app:create_app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
 
 
 async def _announce(server: uvicorn.Server, app: FastAPI, settings: Settings) -> None:

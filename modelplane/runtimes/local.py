@@ -219,6 +219,10 @@ class LocalRuntime:
         self._changed.set()
         self._changed = asyncio.Event()
 
+    async def wait_changed(self) -> None:
+        """Return at the next change of any replica's state."""
+        await self._changed.wait()
+
     async def wait_ready(self, name: str, count: int = 1) -> None:
         """Return once ``name`` has ``count`` ready replicas (bound it with a timeout)."""
         while sum(r.status == ReplicaStatus.READY for r in self.replicas(name)) < count:

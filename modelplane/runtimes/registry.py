@@ -30,3 +30,4 @@ def create(name: str, **kwargs: Any) -> Runtime:
 
 
 register("local", "modelplane.runtimes.local:LocalRuntime")
+register("local-shared", "modelplane.runtimes.shared:SharedLocalRuntime")
