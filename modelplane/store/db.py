@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,11 @@ from sqlalchemy.ext.asyncio import (
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+_open: ContextVar[tuple[Database, AsyncSession] | None] = ContextVar(
+    "modelplane_transaction", default=None
+)
+"""The transaction ``Database.transaction()`` holds open for the current task."""
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -47,9 +53,29 @@ class Database:
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session in a transaction: committed on success, rolled back on error."""
+        """A session in a transaction: committed on success, rolled back on error. Inside
+        ``transaction()``, that transaction's session, committed when it ends."""
+        held = _open.get()
+        if held is not None and held[0] is self:
+            yield held[1]
+            return
         async with self.sessions() as s, s.begin():
             yield s
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """One transaction for every ``session()`` opened inside the block (by any
+        repository): all of their writes commit together, or none does. This is how a
+        change and its audit event are written."""
+        if (held := _open.get()) is not None and held[0] is self:
+            yield
+            return
+        async with self.session() as s:
+            token = _open.set((self, s))
+            try:
+                yield
+            finally:
+                _open.reset(token)
 
     async def migrate(self) -> None:
         """Bring the schema to the newest revision (idempotent, safe to race on PG)."""

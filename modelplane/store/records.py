@@ -75,3 +75,18 @@ class Route:
     created_at: datetime
     updated_at: datetime
     owner: Owned = UNSHARED
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    id: int
+    at: datetime
+    actor: str
+    actor_team_id: str | None
+    action: str
+    resource_type: str
+    resource_name: str
+    team_id: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    request_id: str | None

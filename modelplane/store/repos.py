@@ -14,13 +14,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from modelplane.store.db import Database
 from modelplane.store.models import (
     ApiKeyRow,
+    AuditEventRow,
     EndpointRow,
     RevisionRow,
     RouteRow,
     SecretRow,
     TeamRow,
 )
-from modelplane.store.records import UNSHARED, ApiKey, Endpoint, Owned, Route, Team
+from modelplane.store.records import (
+    UNSHARED,
+    ApiKey,
+    AuditEvent,
+    Endpoint,
+    Owned,
+    Route,
+    Team,
+)
 
 
 class DuplicateName(Exception):
@@ -372,3 +381,96 @@ class TeamRepo:
             await s.delete(row)
             await _bump(s, "teams")
             return True
+
+
+def _event(r: AuditEventRow) -> AuditEvent:
+    return AuditEvent(
+        r.id,
+        _aware(r.at) or _now(),
+        r.actor,
+        r.actor_team_id,
+        r.action,
+        r.resource_type,
+        r.resource_name,
+        r.team_id,
+        r.before,
+        r.after,
+        r.request_id,
+    )
+
+
+class AuditRepo:
+    """Append-only. Inside ``Database.transaction()`` an event commits (or not) with the
+    change it describes."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add(
+        self,
+        *,
+        actor: str,
+        actor_team_id: str | None,
+        action: str,
+        resource_type: str,
+        resource_name: str,
+        team_id: str | None,
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+        request_id: str | None,
+    ) -> None:
+        async with self.db.session() as s:
+            s.add(
+                AuditEventRow(
+                    at=_now(),
+                    actor=actor,
+                    actor_team_id=actor_team_id,
+                    action=action,
+                    resource_type=resource_type,
+                    resource_name=resource_name,
+                    team_id=team_id,
+                    before=before,
+                    after=after,
+                    request_id=request_id,
+                )
+            )
+
+    async def find(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        resource_type: str | None = None,
+        resource_name: str | None = None,
+        team_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[AuditEvent]:
+        """Newest first. ``action`` ending in ``*`` matches a prefix (``endpoint.*``);
+        ``before_id`` continues a listing after its last event."""
+        q = select(AuditEventRow)
+        for column, value in (
+            (AuditEventRow.actor, actor),
+            (AuditEventRow.resource_type, resource_type),
+            (AuditEventRow.resource_name, resource_name),
+            (AuditEventRow.team_id, team_id),
+        ):
+            if value is not None:
+                q = q.where(column == value)
+        if action is not None:
+            q = q.where(
+                AuditEventRow.action.startswith(action[:-1], autoescape=True)
+                if action.endswith("*")
+                else AuditEventRow.action == action
+            )
+        if since is not None:
+            q = q.where(AuditEventRow.at >= since)
+        if until is not None:
+            q = q.where(AuditEventRow.at < until)
+        if before_id is not None:
+            q = q.where(AuditEventRow.id < before_id)
+        async with self.db.session() as s:
+            rows = (await s.scalars(q.order_by(AuditEventRow.id.desc()).limit(limit))).all()
+            return [_event(r) for r in rows]

@@ -75,7 +75,8 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenants]:
 
 def _call(client: httpx.Client, model: str) -> httpx.Response:
     return client.post(
-        "/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "x"}]}
+        "/v1/chat/completions",
+        json={"model": model, "messages": [{"role": "user", "content": "x"}]},
     )
 
 
@@ -164,8 +165,12 @@ def test_members_and_viewers_cannot_create_resources(tenants: Tenants) -> None:
         with tenants.as_("team-a", role) as a:
             made = a.post(
                 "/api/endpoints",
-                json={"name": f"x-{role}", "provider": "openai", "model": "m",
-                      "options": {"base_url": tenants.fake.base_url}},
+                json={
+                    "name": f"x-{role}",
+                    "provider": "openai",
+                    "model": "m",
+                    "options": {"base_url": tenants.fake.base_url},
+                },
             )
             assert made.status_code == 403
             assert a.post("/api/teams", json={"name": "mine"}).status_code == 403
@@ -196,8 +201,12 @@ def test_a_team_admin_manages_its_own_endpoints(tenants: Tenants) -> None:
     with tenants.as_("team-a", "team_admin") as a:
         made = a.post(
             "/api/endpoints",
-            json={"name": "a-own", "provider": "openai", "model": "m",
-                  "options": {"base_url": tenants.fake.base_url}},
+            json={
+                "name": "a-own",
+                "provider": "openai",
+                "model": "m",
+                "options": {"base_url": tenants.fake.base_url},
+            },
         )
         assert made.status_code == 201 and made.json()["team"] == "team-a"
         assert made.json()["shared_with"] == []
