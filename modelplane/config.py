@@ -20,6 +20,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from modelplane.control.jwt import JwtSettings
+
 PLACEHOLDERS = ("changeme", "change-me", "change_me", "placeholder", "example", "xxxxxxxx")
 
 
@@ -106,16 +108,32 @@ class Settings(BaseSettings):
     generated into ``$MODELPLANE_HOME/secret.key``; every server sharing a database
     needs the same one."""
 
+    jwt: JwtSettings | None = None
+    """Accept bearer JWTs from this OIDC issuer besides API keys (``issuer``,
+    ``jwks_url`` or ``jwks_file``, ``audience``, claim names for team, role and scopes;
+    see ``modelplane/control/jwt.py``). Set it in ``modelplane.yaml``."""
+
     routes: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Routes declared here (GitOps) are reconciled into the database at start; the
     control API cannot change them. Same shape as ``PUT /api/routes/{name}``."""
 
     redis_url: str = ""
-    """``redis://…`` to share the response cache (and, with governance, rate limits)
-    between server processes; empty means in-process memory."""
+    """``redis://…`` to share rate limits, budget spend and the response cache between
+    server processes; empty means in-process memory (each process counts alone)."""
 
     response_cache_max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
     """Memory bound of the in-process response cache (when ``redis_url`` is empty)."""
+
+    usage_flush_interval_s: float = Field(default=0.5, gt=0)
+    """Usage records (one per ``/v1`` request) are written in batches at least this
+    often; the last ones are written when the server stops."""
+
+    usage_batch_max: int = Field(default=500, ge=1)
+    """A batch is written early once it holds this many records."""
+
+    usage_queue_max: int = Field(default=10_000, ge=1)
+    """Usage records waiting to be written, at most; past it (the database has been
+    unreachable for a while) new records are dropped with a warning, never waited for."""
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"

@@ -10,6 +10,8 @@
     │   └── ModelNotFound           (404 model_not_found)
     ├── Conflict                    (409 conflict)
     ├── PayloadTooLarge             (413 payload_too_large)
+    ├── RateLimited                 (429 rate_limit_exceeded; carries ``retry_after``)
+    ├── BudgetExceeded              (429 insufficient_quota; not worth retrying)
     ├── Overloaded                  (503 overloaded; carries ``retry_after``)
     │   └── NoReadyReplica          (503 no_ready_replica)
     └── UpstreamError               (502 upstream_error)
@@ -18,7 +20,8 @@
 Every error is rendered in exactly one place (``api/errors.py``): as the OpenAI error
 envelope on ``/v1`` and engine routes, and as RFC 9457 problem+json on ``/api``.
 Messages are written for the person who reads them: what went wrong, what to do next.
-They never contain secrets.
+They never contain secrets. ``extra_headers`` lets the code that saw an error add
+response headers to it (the gateway adds its ``x-ratelimit-*`` headers).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class ModelplaneError(Exception):
         self.param = param
         if code is not None:
             self.code = code
+        self.extra_headers: dict[str, str] = {}
 
     def headers(self) -> dict[str, str]:
         return {}
@@ -88,6 +92,34 @@ class PayloadTooLarge(ModelplaneError):
     status = 413
     type = "invalid_request_error"
     code = "payload_too_large"
+
+
+class RateLimited(ModelplaneError):
+    """A rate limit (requests or tokens per minute, concurrent requests) is reached."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": str(self.retry_after)}
+
+
+class BudgetExceeded(ModelplaneError):
+    """A hard budget is spent; requests are refused until the period ends or an admin
+    raises it, so clients are told not to retry (``x-should-retry: false``, which the
+    OpenAI SDKs honour)."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+    def headers(self) -> dict[str, str]:
+        return {"x-should-retry": "false"}
 
 
 class Overloaded(ModelplaneError):

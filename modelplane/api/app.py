@@ -2,15 +2,50 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
-from modelplane.api import endpoints, errors, health, keys, routes, secrets, teams, v1
+from modelplane.api import (
+    audit,
+    budgets,
+    endpoints,
+    errors,
+    health,
+    keys,
+    routes,
+    secrets,
+    stats,
+    teams,
+    usage,
+    v1,
+)
+from modelplane.api.fastpath import KINDS, FastPath
 from modelplane.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from modelplane.api.platform import Platform
 from modelplane.config import Settings
+from modelplane.ui import STATIC
+
+
+class ModelplaneApp(FastAPI):
+    """FastAPI, except that the OpenAI POST routes skip its middleware stack and router
+    for the same request id and body limit in front of ``FastPath`` (bench/README.md)."""
+
+    def __init__(self, *, max_body_bytes: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._fast = RequestIdMiddleware(BodyLimitMiddleware(FastPath(), limit=max_body_bytes))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in KINDS:
+            scope["app"] = self
+            await self._fast(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -18,12 +53,22 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         platform = await Platform.open(settings)
         app.state.platform = platform
+        # Everything allocated so far lives as long as the process: keep it out of the
+        # garbage collector's full passes, which otherwise stall every in-flight
+        # request for 100+ ms every few seconds under load (bench/README.md).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
             await platform.close()
 
-    app = FastAPI(title="modelplane", version="0.1.0", lifespan=lifespan)
+    app = ModelplaneApp(
+        title="modelplane",
+        version="0.1.0",
+        lifespan=lifespan,
+        max_body_bytes=settings.max_body_bytes,
+    )
     errors.install(app)
     for r in (
         v1.router,
@@ -32,9 +77,14 @@ def create_app(settings: Settings) -> FastAPI:
         secrets.router,
         teams.router,
         keys.router,
+        budgets.router,
+        usage.router,
+        audit.router,
+        stats.router,
         health.router,
     ):
         app.include_router(r)
+    app.mount("/ui", StaticFiles(directory=STATIC, html=True), name="ui")
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

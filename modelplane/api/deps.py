@@ -6,7 +6,7 @@ which resources the caller may touch is decided by the services, per resource.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -16,17 +16,20 @@ from modelplane.errors import PermissionDenied
 from modelplane.identity import Caller
 
 
-def platform(request: Request) -> Platform:
+# Every dependency is ``async``: FastAPI runs plain functions in a thread pool, which
+# costs two thread hops per request on the hot path (see bench/README.md).
+async def platform(request: Request) -> Platform:
     p: Platform = request.app.state.platform
     return p
 
 
-def caller(request: Request) -> Caller:
-    return platform(request).authenticate(request.headers.get("authorization"))
+async def caller(request: Request) -> Caller:
+    p: Platform = request.app.state.platform
+    return p.authenticate(request.headers.get("authorization"))
 
 
-def _needs(scope: str, what: str) -> Callable[[Caller], Caller]:
-    def check(who: Annotated[Caller, Depends(caller)]) -> Caller:
+def _needs(scope: str, what: str) -> Callable[[Caller], Awaitable[Caller]]:
+    async def check(who: Annotated[Caller, Depends(caller)]) -> Caller:
         if not who.allows(scope):
             raise PermissionDenied(f"this key cannot {what} (role {who.role}, needs '{scope}')")
         return who
@@ -34,7 +37,7 @@ def _needs(scope: str, what: str) -> Callable[[Caller], Caller]:
     return check
 
 
-def admin(who: Annotated[Caller, Depends(caller)]) -> Caller:
+async def admin(who: Annotated[Caller, Depends(caller)]) -> Caller:
     if not who.is_admin:
         raise PermissionDenied("this action needs an admin key")
     return who

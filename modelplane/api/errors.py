@@ -23,14 +23,15 @@ log = logging.getLogger(__name__)
 
 
 def error_response(err: ModelplaneError, path: str) -> Response:
+    headers = {**err.extra_headers, **err.headers()}
     if path.startswith("/api"):
         return JSONResponse(
             problem_details(err, path),
             status_code=err.status,
-            headers=err.headers(),
+            headers=headers,
             media_type="application/problem+json",
         )
-    return JSONResponse(openai_envelope(err), status_code=err.status, headers=err.headers())
+    return JSONResponse(openai_envelope(err), status_code=err.status, headers=headers)
 
 
 def install(app: FastAPI) -> None:

@@ -1,4 +1,4 @@
-"""``/api/keys``: mint (the secret is shown once), list, revoke."""
+"""``/api/keys``: mint (the secret is shown once), list, set rate limits, revoke."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from typing import Any
 from fastapi import APIRouter
 
 from modelplane.api.deps import PlatformDep, ReadDep, WriteDep
-from modelplane.api.schemas import KeyCreate
+from modelplane.api.platform import Platform
+from modelplane.api.schemas import KeyCreate, LimitsPatch
 from modelplane.control.keys import key_view
-from modelplane.errors import InvalidRequest
+from modelplane.errors import InvalidRequest, NotFound
+from modelplane.store.records import ApiKey
 
 router = APIRouter(prefix="/api/keys", tags=["keys"])
 
@@ -24,16 +26,33 @@ async def create(body: KeyCreate, p: PlatformDep, who: WriteDep) -> dict[str, An
     new = await p.keys.create(
         who, body.name, body.role, body.expires_at, team_id=team_id, scopes=tuple(body.scopes)
     )
-    return {**key_view(new.key, p.teams.name_of(new.key.team_id)), "key": new.secret}
+    if body.limits:
+        await p.governance.limits.set(who, "key", new.key.id, body.limits)
+    return {**_view(p, new.key), "key": new.secret}
 
 
 @router.get("")
 async def list_(p: PlatformDep, who: ReadDep) -> dict[str, Any]:
     keys = await p.keys.list(who)
-    return {"data": [key_view(k, p.teams.name_of(k.team_id)) for k in keys]}
+    return {"data": [_view(p, k) for k in keys]}
+
+
+@router.patch("/{key_id}")
+async def patch(key_id: str, body: LimitsPatch, p: PlatformDep, who: WriteDep) -> dict[str, Any]:
+    """Set a key's rate limits (admins, and team admins for their team's keys)."""
+    await p.governance.limits.set(who, "key", key_id, body.limits)
+    key = await p.keys.repo.get(key_id)
+    if key is None:
+        raise NotFound(f"no API key with id '{key_id}'")
+    return _view(p, key)
 
 
 @router.delete("/{key_id}")
 async def revoke(key_id: str, p: PlatformDep, who: WriteDep) -> dict[str, Any]:
     k = await p.keys.revoke(who, key_id)
-    return key_view(k, p.teams.name_of(k.team_id))
+    return _view(p, k)
+
+
+def _view(p: Platform, k: ApiKey) -> dict[str, Any]:
+    limits = p.governance.limits.view("key", k.id)
+    return {**key_view(k, p.teams.name_of(k.team_id)), "limits": limits}

@@ -13,7 +13,10 @@ from pathlib import Path
 
 from modelplane import coord
 from modelplane.config import Settings
+from modelplane.control.audit import AuditLog
 from modelplane.control.endpoints import EndpointService
+from modelplane.control.governance import Governance
+from modelplane.control.jwt import JwtAuth, looks_like_jwt
 from modelplane.control.keys import KeyService
 from modelplane.control.reconciler import Reconciler
 from modelplane.control.routes import RouteService
@@ -26,6 +29,7 @@ from modelplane.gateway.routes import RouteTable
 from modelplane.identity import Caller
 from modelplane.runtimes import registry as runtimes
 from modelplane.store.db import Database
+from modelplane.telemetry.stats import RequestStats
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +57,16 @@ class Platform:
     router: Router
     proxy: Proxy
     coord: coord.Coord
+    governance: Governance
     new_admin_key: str | None = field(default=None)
+    audit: AuditLog = field(init=False)
+    jwt: JwtAuth | None = None
+    """Bearer JWTs from an OIDC issuer, when ``settings.jwt`` is set."""
+    stats: RequestStats = field(default_factory=RequestStats)
+    """Live request statistics of this process, for the dashboard."""
+
+    def __post_init__(self) -> None:
+        self.audit = AuditLog(self.db)
 
     @classmethod
     async def open(cls, settings: Settings) -> Platform:
@@ -101,15 +114,23 @@ class Platform:
         shared = coord.create(
             settings.redis_url or None, cache_max_bytes=settings.response_cache_max_bytes
         )
+        governance = await Governance.open(
+            settings, db, teams, shared.counters, lambda: reconciler.endpoints
+        )
         proxy = Proxy(
             router,
             table,
             timeout_s=settings.upstream_timeout_s,
             cache=ResponseCache(shared.cache),
             secrets=secrets.get,
+            governor=governance.gatekeeper,
         )
         endpoints = EndpointService(reconciler, teams, routes)
-        return cls(
+        jwt_auth = None
+        if settings.jwt is not None:
+            jwt_auth = JwtAuth(settings.jwt, teams.id_of)
+            await jwt_auth.start()
+        platform = cls(
             settings,
             db,
             keys,
@@ -121,14 +142,25 @@ class Platform:
             router,
             proxy,
             shared,
+            governance,
             new_admin,
         )
+        platform.jwt = jwt_auth
+        return platform
 
     def authenticate(self, authorization: str | None) -> Caller:
-        """The caller behind an ``Authorization`` header, or 401."""
+        """The caller behind an ``Authorization`` header (an API key, or a JWT when an
+        issuer is configured), or 401."""
+        if self.jwt is not None and authorization:
+            token = authorization.partition(" ")[2].strip()
+            if looks_like_jwt(token) and authorization[:7].lower() == "bearer ":
+                return self.jwt.verify(token)
         return self.keys.authenticate(authorization)
 
     async def close(self) -> None:
+        if self.jwt is not None:
+            await self.jwt.close()
+        await self.governance.close()
         await self.proxy.close()
         await self.coord.close()
         await self.routes.close()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from modelplane.errors import first_invalid
 from modelplane.gateway.balancing import BalancingConfig
+from modelplane.gateway.gatekeeper import Price
+from modelplane.gateway.limits import RateLimits
 from modelplane.gateway.router import QueueConfig
 from modelplane.identity import Role, Scope
 
@@ -18,11 +20,13 @@ class _Strict(BaseModel):
 
 
 def _check_balancing(options: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The gateway's own options (``balancing``, ``queue``) are checked here; the
-    engine's are checked by the engine when the endpoint is written."""
+    """The gateway's own options (``balancing``, ``queue``, ``limits``, ``price``) are
+    checked here; the engine's are checked by the engine when the endpoint is written."""
     for name, parse in (
         ("balancing", BalancingConfig.parse),
         ("queue", QueueConfig.model_validate),
+        ("limits", RateLimits.model_validate),
+        ("price", Price.model_validate),
     ):
         if options and name in options:
             try:
@@ -73,6 +77,23 @@ class KeyCreate(_Strict):
     scopes: list[Scope] = Field(default_factory=list)
     """Narrow the key below its role, e.g. ``["inference"]``; empty: what the role allows."""
     expires_at: datetime | None = None
+    limits: RateLimits | None = None
+    """Rate limits of this key (``rpm``, ``tpm``, ``concurrency``)."""
+
+
+class LimitsPatch(_Strict):
+    limits: RateLimits | None
+    """The new rate limits (``rpm``, ``tpm``, ``concurrency``, each optional); ``null``
+    removes them."""
+
+
+class BudgetPut(_Strict):
+    period: Literal["day", "month", "total"] = "month"
+    """``day`` or ``month`` (calendar, UTC), or ``total``."""
+    soft_usd: float | None = Field(default=None, ge=0)
+    """Past this, the budget reports ``soft_exceeded`` (and the server logs it once)."""
+    hard_usd: float | None = Field(default=None, ge=0)
+    """At this, requests are refused (429 ``insufficient_quota``) until the period ends."""
 
 
 class TeamCreate(_Strict):

@@ -18,12 +18,12 @@ async def list_(p: PlatformDep, _: AdminDep) -> dict[str, Any]:
 
 
 @router.put("/{name}", status_code=204)
-async def put(name: str, body: SecretPut, p: PlatformDep, _: AdminDep) -> Response:
-    created = await p.secrets.put(name, body.value.get_secret_value())
+async def put(name: str, body: SecretPut, p: PlatformDep, who: AdminDep) -> Response:
+    created = await p.secrets.put(who, name, body.value.get_secret_value())
     return Response(status_code=201 if created else 204)
 
 
 @router.delete("/{name}", status_code=204)
-async def delete(name: str, p: PlatformDep, _: AdminDep) -> Response:
-    await p.secrets.delete(name)
+async def delete(name: str, p: PlatformDep, who: AdminDep) -> Response:
+    await p.secrets.delete(who, name)
     return Response(status_code=204)

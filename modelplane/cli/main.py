@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from modelplane.cli import chat, endpoints, engine, keys, server
+from modelplane.cli import chat, endpoints, engine, keys, server, usage
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -14,6 +14,7 @@ app = typer.Typer(
 app.command("up")(server.up)
 app.command("serve")(server.serve)
 app.command("chat")(chat.chat)
+app.command("usage")(usage.usage)
 app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(keys.app, name="keys")
 app.add_typer(engine.app, name="engine")

@@ -76,6 +76,7 @@ def _server(settings: Settings) -> tuple[uvicorn.Server, FastAPI]:
         port=settings.port,
         log_config=None,
         access_log=False,
+        proxy_headers=False,  # client addresses are not used; skip the middleware
         timeout_graceful_shutdown=10,
     )
     return uvicorn.Server(config), app
@@ -110,6 +111,7 @@ def serve(host: Host = None, port: Port = None, workers: Workers = None) -> None
         workers=settings.workers,
         log_config=None,
         access_log=False,
+        proxy_headers=False,
         timeout_graceful_shutdown=10,
     )
 

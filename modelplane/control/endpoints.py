@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from modelplane.control.audit import AuditLog
 from modelplane.control.names import NAME
 from modelplane.control.reconciler import Reconciler
 from modelplane.control.routes import RouteService
@@ -74,11 +75,15 @@ class EndpointService:
 
     def __init__(self, reconciler: Reconciler, teams: TeamService, routes: RouteService) -> None:
         self.reconciler = reconciler
+        self.db = reconciler.db
         self.repo = EndpointRepo(reconciler.db)
+        self.audit = AuditLog(reconciler.db)
         self.teams = teams
         self.routes = routes
 
-    def view(self, ep: Endpoint) -> dict[str, Any]:
+    def state(self, ep: Endpoint) -> dict[str, Any]:
+        """The desired state: the view without the replicas' live status (what the audit
+        log records)."""
         common = {
             "name": ep.name,
             "model": ep.model,
@@ -89,13 +94,16 @@ class EndpointService:
             "updated_at": ep.updated_at.isoformat(),
         }
         if ep.provider is not None:
-            return {**common, "provider": ep.provider, "status": "external"}
+            return {**common, "provider": ep.provider}
+        return {**common, "engine": ep.engine, "replicas": ep.replicas}
+
+    def view(self, ep: Endpoint) -> dict[str, Any]:
+        if ep.provider is not None:
+            return {**self.state(ep), "status": "external"}
         replicas = self.reconciler.runtime.replicas(ep.name)
         ready = sum(r.status == ReplicaStatus.READY for r in replicas)
         return {
-            **common,
-            "engine": ep.engine,
-            "replicas": ep.replicas,
+            **self.state(ep),
             "ready_replicas": ready,
             "status": "ready" if ready else ("stopped" if ep.replicas == 0 else "starting"),
             "replica_status": [r.view() for r in replicas],
@@ -133,15 +141,19 @@ class EndpointService:
             _check_replicas(replicas)
             _check_spec(engine, model, options)
         try:
-            ep = await self.repo.add(
-                name=name,
-                engine=engine,
-                provider=provider,
-                model=model,
-                replicas=replicas,
-                options=options,
-                owner=owner,
-            )
+            async with self.db.transaction():
+                ep = await self.repo.add(
+                    name=name,
+                    engine=engine,
+                    provider=provider,
+                    model=model,
+                    replicas=replicas,
+                    options=options,
+                    owner=owner,
+                )
+                await self.audit.record(
+                    caller, "endpoint.create", "endpoint", name, None, self.state(ep), owner.team_id
+                )
         except DuplicateName:
             raise Conflict(f"an endpoint named '{name}' already exists") from None
         await self.reconciler.reconcile()
@@ -185,14 +197,24 @@ class EndpointService:
                 changes.get("model", current.model),
                 changes.get("options", current.options),
             )
-        ep = await self.repo.update(name, changes)
-        if ep is None:
-            raise NotFound(f"no endpoint named '{name}'")
+        async with self.db.transaction():
+            ep = await self.repo.update(name, changes)
+            if ep is None:
+                raise NotFound(f"no endpoint named '{name}'")
+            await self.audit.record(
+                caller,
+                "endpoint.update",
+                "endpoint",
+                name,
+                self.state(current),
+                self.state(ep),
+                ep.owner.team_id,
+            )
         await self.reconciler.reconcile()
         return ep
 
     async def delete(self, caller: Caller, name: str) -> None:
-        await self._managed(caller, name)
+        current = await self._managed(caller, name)
         users = sorted(
             r.name
             for r in self.routes.routes.values()
@@ -203,7 +225,17 @@ class EndpointService:
                 f"endpoint '{name}' is used by route(s) {', '.join(users)}; change or "
                 "delete them first"
             )
-        if not await self.repo.delete(name):
-            raise NotFound(f"no endpoint named '{name}'")
+        async with self.db.transaction():
+            if not await self.repo.delete(name):
+                raise NotFound(f"no endpoint named '{name}'")
+            await self.audit.record(
+                caller,
+                "endpoint.delete",
+                "endpoint",
+                name,
+                self.state(current),
+                None,
+                current.owner.team_id,
+            )
         # Returns once every replica process is gone.
         await self.reconciler.reconcile()

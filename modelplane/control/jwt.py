@@ -116,13 +116,18 @@ _FAILURES: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
         "the bearer token is not valid yet (nbf or iat is in the future); "
         "check the clocks of the issuer and of this server",
     ),
+    (jwt.InvalidIssuerError, "the bearer token was not issued by '{s.issuer}'"),
+    (jwt.InvalidAudienceError, "the bearer token is not meant for audience '{s.audience}'"),
+    (jwt.MissingRequiredClaimError, "the bearer token has no '{claim}' claim"),
     (
         jwt.InvalidSignatureError,
         "the bearer token's signature does not verify: it was altered or signed by another key",
     ),
-    (jwt.InvalidAlgorithmError, "the bearer token's algorithm does not match its signing key"),
+    (jwt.InvalidAlgorithmError, "the bearer token's algorithm is not the one its key is for"),
     (jwt.DecodeError, "the bearer token is not a well-formed JWT"),
+    (jwt.PyJWTError, "the bearer token is invalid: {exc}"),
 )
+"""PyJWT's failures as messages: subclasses before their bases."""
 
 
 class JwtAuth:
@@ -145,8 +150,6 @@ class JwtAuth:
     async def start(self) -> None:
         """Load the JWKS (raises ``ModelplaneError`` saying why it cannot) and keep it fresh."""
         self._loop = asyncio.get_running_loop()
-        if self.settings.jwks_url:
-            self._client = httpx.AsyncClient(timeout=5.0)
         try:
             await self.refresh()
         except BaseException:
@@ -160,6 +163,7 @@ class JwtAuth:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        self._loop = None
         if self._client:
             await self._client.aclose()
             self._client = None
@@ -170,12 +174,13 @@ class JwtAuth:
 
     async def _fetch(self) -> object:
         try:
-            if self._client is not None and self.settings.jwks_url:
-                r = await self._client.get(self.settings.jwks_url)
-                r.raise_for_status()
-                return r.json()
-            assert self.settings.jwks_file is not None
-            return json.loads(await asyncio.to_thread(self.settings.jwks_file.read_bytes))
+            if self.settings.jwks_file is not None:
+                return json.loads(await asyncio.to_thread(self.settings.jwks_file.read_bytes))
+            if self._client is None:
+                self._client = httpx.AsyncClient(timeout=5.0)
+            r = await self._client.get(self._source)
+            r.raise_for_status()
+            return r.json()
         except httpx.HTTPStatusError as exc:
             raise ModelplaneError(
                 f"the JWKS URL {self._source} answered HTTP {exc.response.status_code}; "
@@ -197,13 +202,14 @@ class JwtAuth:
             raise ModelplaneError(f"the JWKS at {self._source} has no 'keys' list")
         keys: dict[str | None, dict[str, jwt.PyJWK]] = {}
         for jwk in raw:
-            if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig":
+            kid = jwk.get("kid") if isinstance(jwk, dict) else 0
+            if not isinstance(kid, str | None) or jwk.get("use", "sig") != "sig":
                 continue
             for alg in self._algorithms_for(jwk):
                 try:
-                    keys.setdefault(jwk.get("kid"), {})[alg] = jwt.PyJWK(jwk, alg)
+                    keys.setdefault(kid, {})[alg] = jwt.PyJWK(jwk, alg)
                 except jwt.PyJWTError as exc:
-                    log.warning("skipping key %s in the JWKS: %s", _short(jwk.get("kid")), exc)
+                    log.warning("skipping key %s of the JWKS: %s", _short(kid), exc)
         if not keys:
             raise ModelplaneError(
                 f"the JWKS at {self._source} has no usable key for "
@@ -212,22 +218,26 @@ class JwtAuth:
         return keys
 
     def _algorithms_for(self, jwk: dict[str, Any]) -> list[str]:
+        """What this key may verify: its ``alg``, else what its type and curve allow."""
+        kty, crv = jwk.get("kty"), jwk.get("crv")
         if "alg" in jwk:
-            candidates = {jwk["alg"]}
-        elif jwk.get("kty") == "RSA":
-            candidates = {a for a in ASYMMETRIC_ALGORITHMS if a[:2] in ("RS", "PS")}
-        elif jwk.get("kty") == "EC":
-            candidates = {_EC_CURVES.get(jwk.get("crv", ""), "")}
-        elif jwk.get("kty") == "OKP":
-            candidates = {"EdDSA"}
+            candidates = [jwk["alg"]]
+        elif kty == "RSA":
+            candidates = [a for a in ASYMMETRIC_ALGORITHMS if a[:2] in ("RS", "PS")]
+        elif kty == "EC" and isinstance(crv, str):
+            candidates = [_EC_CURVES.get(crv, "")]
+        elif kty == "OKP":
+            candidates = ["EdDSA"]
         else:  # "oct" (a shared secret) never belongs in a public key set
-            candidates = set()
+            candidates = []
         return [a for a in self.settings.algorithms if a in candidates]
 
     async def _refresh_loop(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow close()'s cancel.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.jwks_refresh_s)
+                async with asyncio.timeout(self.settings.jwks_refresh_s):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.refresh()
@@ -256,8 +266,6 @@ class JwtAuth:
         try:
             header = jwt.get_unverified_header(token)
             alg, kid = header.get("alg"), header.get("kid")
-            if not isinstance(kid, str | None):
-                raise AuthenticationError("the bearer token's 'kid' header must be a string")
             if alg not in s.algorithms:
                 raise AuthenticationError(
                     f"the bearer token's algorithm {_short(alg)} is not accepted; "
@@ -284,17 +292,10 @@ class JwtAuth:
                 leeway=s.leeway_s,
                 options={"require": ["exp", "iss", "sub"], "verify_aud": s.audience is not None},
             )
-        except jwt.InvalidIssuerError as exc:
-            raise AuthenticationError(f"the bearer token was not issued by '{s.issuer}'") from exc
-        except jwt.InvalidAudienceError as exc:
-            raise AuthenticationError(
-                f"the bearer token is not meant for audience '{s.audience}'"
-            ) from exc
-        except jwt.MissingRequiredClaimError as exc:
-            raise AuthenticationError(f"the bearer token has no '{exc.claim}' claim") from exc
         except jwt.PyJWTError as exc:
-            message = next((m for t, m in _FAILURES if isinstance(exc, t)), None)
-            raise AuthenticationError(message or f"the bearer token is invalid: {exc}") from exc
+            message = next(m for t, m in _FAILURES if isinstance(exc, t))
+            claim = getattr(exc, "claim", "")
+            raise AuthenticationError(message.format(s=s, claim=claim, exc=exc)) from exc
         return self._caller(claims)
 
     def _caller(self, claims: dict[str, Any]) -> Caller:
@@ -302,7 +303,8 @@ class JwtAuth:
         sub = claims["sub"]
         if not sub:
             raise AuthenticationError("the bearer token has an empty 'sub' claim")
-        raw_role = claims.get(s.role_claim, s.default_role)
+        raw_role = claims.get(s.role_claim)
+        raw_role = s.default_role if raw_role is None else raw_role
         role = _ROLE_BY_NAME.get(raw_role) if isinstance(raw_role, str) else None
         if role is None:
             raise AuthenticationError(

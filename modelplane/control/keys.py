@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from modelplane.control.audit import AuditLog
+from modelplane.control.jwt import looks_like_jwt
 from modelplane.errors import AuthenticationError, InvalidRequest, NotFound, PermissionDenied
 from modelplane.identity import ROLES, SCOPES, Caller
 from modelplane.store.db import Database
@@ -67,9 +69,18 @@ def key_view(k: ApiKey, team: str | None = None) -> dict[str, object]:
     }
 
 
+def _audited(k: ApiKey) -> dict[str, object]:
+    """A key as the audit log records it: its API view (no hash, no secret), with the
+    team's id, as this service does not know team names."""
+    view = key_view(k)
+    del view["team"]
+    return {**view, "team_id": k.team_id}
+
+
 class KeyService:
     def __init__(self, db: Database, refresh_interval_s: float = 1.0) -> None:
         self.repo = KeyRepo(db)
+        self.audit = AuditLog(db)
         self.db = db
         self.refresh_interval_s = refresh_interval_s
         self._by_hash: dict[str, tuple[ApiKey, Caller]] = {}
@@ -119,6 +130,11 @@ class KeyService:
             raise AuthenticationError("malformed Authorization header: expected 'Bearer <key>'")
         found = self._by_hash.get(hash_key(token))
         if found is None:
+            if looks_like_jwt(token):
+                raise AuthenticationError(
+                    "this server does not accept JWTs (no issuer is configured: see the "
+                    "'jwt' setting); use an API key"
+                )
             raise AuthenticationError("invalid API key: it is unknown or has been revoked")
         key, caller = found
         now = datetime.now(UTC)
@@ -158,15 +174,19 @@ class KeyService:
         if expires_at is not None and expires_at <= datetime.now(UTC):
             raise InvalidRequest("expires_at is in the past", param="expires_at")
         token = secret or mint()
-        key = await self.repo.add(
-            name=name,
-            prefix=token[:10],
-            key_hash=hash_key(token),
-            role=role,
-            expires_at=expires_at,
-            team_id=team_id,
-            scopes=tuple(dict.fromkeys(scopes)),
-        )
+        async with self.db.transaction():
+            key = await self.repo.add(
+                name=name,
+                prefix=token[:10],
+                key_hash=hash_key(token),
+                role=role,
+                expires_at=expires_at,
+                team_id=team_id,
+                scopes=tuple(dict.fromkeys(scopes)),
+            )
+            await self.audit.record(
+                caller, "key.create", "key", key.id, None, _audited(key), key.team_id
+            )
         await self.reload()
         return NewKey(key, token)
 
@@ -188,8 +208,12 @@ class KeyService:
         key = await self.repo.get(key_id)
         if key is None or not self._visible(caller, key):
             raise NotFound(f"no API key with id '{key_id}'")
-        revoked = await self.repo.revoke(key_id)
-        assert revoked is not None
+        async with self.db.transaction():
+            revoked = await self.repo.revoke(key_id)
+            assert revoked is not None
+            await self.audit.record(
+                caller, "key.revoke", "key", key_id, _audited(key), _audited(revoked), key.team_id
+            )
         await self.reload()
         return revoked
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from modelplane.control.audit import AuditLog
 from modelplane.control.names import NAME
 from modelplane.control.snapshot import Snapshot
 from modelplane.control.teams import TeamService
@@ -56,6 +57,7 @@ class RouteService(Snapshot):
         super().__init__(db, refresh_interval_s)
         self.teams = teams
         self.repo = RouteRepo(db)
+        self.audit = AuditLog(db)
         self.routes: dict[str, Route] = {}
         """The snapshot the gateway routes by; replaced (never mutated) on change."""
 
@@ -126,11 +128,29 @@ class RouteService(Snapshot):
                     shared_with if shared_with is not None else None,
                 )
         self._check(name, spec, endpoints, caller)
-        route, created = await self.repo.put(
-            name, spec.model_dump(exclude_defaults=True), "api", owner
-        )
+        async with self.db.transaction():
+            route, created = await self.repo.put(
+                name, spec.model_dump(exclude_defaults=True), "api", owner
+            )
+            await self._record(caller, "route.put", current, route)
         await self.reload()
         return route, created
+
+    async def _record(
+        self, caller: Caller, action: str, before: Route | None, after: Route | None
+    ) -> None:
+        """The audit event of a route change (``None``: absent before, or after)."""
+        route = after or before
+        assert route is not None
+        await self.audit.record(
+            caller,
+            action,
+            "route",
+            route.name,
+            route_view(before, self.teams) if before else None,
+            route_view(after, self.teams) if after else None,
+            route.owner.team_id,
+        )
 
     async def get(self, caller: Caller, name: str) -> Route:
         route = await self.repo.get(name)
@@ -147,7 +167,10 @@ class RouteService(Snapshot):
             raise PermissionDenied(f"route '{name}' is shared with you; only its team deletes it")
         if current.source == "config":
             raise Conflict(f"route '{name}' is declared in modelplane.yaml; remove it there")
-        await self.repo.delete(name)
+        async with self.db.transaction():
+            if not await self.repo.delete(name):
+                raise NotFound(f"no route named '{name}'")
+            await self._record(caller, "route.delete", current, None)
         await self.reload()
 
     async def sync_declared(
@@ -166,8 +189,15 @@ class RouteService(Snapshot):
             except (InvalidRequest, Conflict) as exc:
                 log.error("modelplane.yaml: route '%s' was not applied: %s", name, exc.message)
                 continue
-            await self.repo.put(name, spec.model_dump(exclude_defaults=True), "config", owner)
+            async with self.db.transaction():
+                current = await self.repo.get(name)
+                route, _ = await self.repo.put(
+                    name, spec.model_dump(exclude_defaults=True), "config", owner
+                )
+                await self._record(SYSTEM, "route.put", current, route)
         for route in await self.repo.all():
             if route.source == "config" and route.name not in declared:
-                await self.repo.delete(route.name)
+                async with self.db.transaction():
+                    if await self.repo.delete(route.name):
+                        await self._record(SYSTEM, "route.delete", route, None)
         await self.reload()

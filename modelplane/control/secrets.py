@@ -20,8 +20,10 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from modelplane.control.audit import AuditLog
 from modelplane.control.snapshot import Snapshot
 from modelplane.errors import InvalidRequest, NotFound
+from modelplane.identity import Caller
 from modelplane.store.db import Database
 from modelplane.store.repos import SecretRepo
 
@@ -57,6 +59,7 @@ class SecretService(Snapshot):
     def __init__(self, db: Database, master: str, refresh_interval_s: float = 1.0) -> None:
         super().__init__(db, refresh_interval_s)
         self.repo = SecretRepo(db)
+        self.audit = AuditLog(db)
         self._box = _fernet(master)
         self._values: dict[str, str] = {}
         self._meta: dict[str, tuple[datetime, datetime]] = {}
@@ -85,7 +88,7 @@ class SecretService(Snapshot):
             for name, (c, u) in sorted(self._meta.items())
         ]
 
-    async def put(self, name: str, value: str) -> bool:
+    async def put(self, caller: Caller, name: str, value: str) -> bool:
         if not NAME.match(name):
             raise InvalidRequest(
                 "a secret name is 1-128 characters of letters, digits, '_', '.' or '-', "
@@ -94,11 +97,23 @@ class SecretService(Snapshot):
             )
         if not value:
             raise InvalidRequest("value must not be empty", param="value")
-        created = await self.repo.put(name, self._box.encrypt(value.encode()).decode())
+        async with self.db.transaction():
+            created = await self.repo.put(name, self._box.encrypt(value.encode()).decode())
+            # The value never reaches the log: only that it was set.
+            await self.audit.record(
+                caller,
+                "secret.put",
+                "secret",
+                name,
+                None if created else {"name": name},
+                {"name": name, "value_changed": True},
+            )
         await self.reload()
         return created
 
-    async def delete(self, name: str) -> None:
-        if not await self.repo.delete(name):
-            raise NotFound(f"no secret named '{name}'")
+    async def delete(self, caller: Caller, name: str) -> None:
+        async with self.db.transaction():
+            if not await self.repo.delete(name):
+                raise NotFound(f"no secret named '{name}'")
+            await self.audit.record(caller, "secret.delete", "secret", name, {"name": name}, None)
         await self.reload()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from modelplane.control.audit import AuditLog
 from modelplane.control.names import NAME
 from modelplane.control.snapshot import Snapshot
 from modelplane.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
@@ -21,6 +22,7 @@ class TeamService(Snapshot):
     def __init__(self, db: Database, refresh_interval_s: float = 1.0) -> None:
         super().__init__(db, refresh_interval_s)
         self.repo = TeamRepo(db)
+        self.audit = AuditLog(db)
         self.by_id: dict[str, Team] = {}
         self.by_name: dict[str, Team] = {}
 
@@ -48,7 +50,11 @@ class TeamService(Snapshot):
                 "a team name is 1-63 characters of a-z, 0-9, '.', '_' or '-'", param="name"
             )
         try:
-            team = await self.repo.add(name)
+            async with self.db.transaction():
+                team = await self.repo.add(name)
+                await self.audit.record(
+                    caller, "team.create", "team", name, None, self.view(team), team.id
+                )
         except DuplicateName:
             raise Conflict(f"a team named '{name}' already exists") from None
         await self.reload()
@@ -62,8 +68,14 @@ class TeamService(Snapshot):
         if not caller.is_admin:
             raise PermissionDenied("deleting teams needs an admin key")
         team = self.by_name.get(name)
-        if team is None or not await self.repo.delete(team.id):
+        if team is None:
             raise NotFound(f"no team named '{name}'")
+        async with self.db.transaction():
+            if not await self.repo.delete(team.id):
+                raise NotFound(f"no team named '{name}'")
+            await self.audit.record(
+                caller, "team.delete", "team", name, self.view(team), None, team.id
+            )
         await self.reload()
 
     def owner(self, caller: Caller, team: str | None, shared_with: Iterable[str] | None) -> Owned:

@@ -4,8 +4,8 @@ A :class:`Coord` bundles three small parts, each with a ``memory`` implementatio
 process) and a ``redis`` one (any number of processes on any number of machines):
 
 - :class:`Cache`: bytes under a key for a while (TTL), e.g. gateway responses.
-- :class:`Counters`: sliding-window counters for rate limits, and concurrency gauges
-  whose slots free themselves if their holder dies.
+- :class:`Counters`: sliding-window counters for rate limits, concurrency gauges
+  whose slots free themselves if their holder dies, and plain totals (spend).
 - :class:`PubSub`: fire-and-forget messages, e.g. "key 42 was revoked, drop it".
 
 Every failure of the backing service surfaces as one :class:`CoordError`.
@@ -13,7 +13,7 @@ Every failure of the backing service surfaces as one :class:`CoordError`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol, Self
@@ -61,7 +61,21 @@ class Counters(Protocol):
         """Add ``amount`` to the sliding-window counter ``key`` and return the count over
         the last ``window_s`` seconds. With ``limit``, the amount is added only if the
         count would stay within it; otherwise nothing changes, ``allowed`` is false and
-        ``retry_after_s`` says when it would fit."""
+        ``retry_after_s`` says when it would fit. A negative amount gives back what was
+        added earlier (the current window's total never falls below 0)."""
+        ...
+
+    async def incr_many(
+        self,
+        keys: Sequence[str],
+        amounts: Sequence[int],
+        window_s: float,
+        limits: Sequence[int | None],
+    ) -> list[Window]:
+        """:meth:`incr` on several counters at once, all or nothing (one atomic step, one
+        round trip with Redis): the amounts are added only if every one fits within its
+        limit. Otherwise nothing changes, and the counters without room say so
+        (``allowed`` false); the others report the count they had."""
         ...
 
     async def acquire(self, key: str, limit: int, *, ttl_s: float = 600.0) -> Slot | None:
@@ -72,6 +86,21 @@ class Counters(Protocol):
 
     async def release(self, slot: Slot) -> None:
         """Give a slot back; releasing twice or after it expired is harmless."""
+        ...
+
+    async def add(self, key: str, amount: int, *, ttl_s: float) -> int:
+        """Add ``amount`` to the plain total ``key`` (no window: it only grows, or
+        shrinks by negative amounts) and return the new total. A missing total starts
+        at 0; a total left unchanged for ``ttl_s`` seconds is dropped."""
+        ...
+
+    async def seed(self, key: str, value: int, *, ttl_s: float) -> int:
+        """Set the plain total ``key`` to ``value`` unless it exists (another process
+        seeded or added first), and return the total it has now."""
+        ...
+
+    async def totals(self, keys: Sequence[str]) -> list[int | None]:
+        """The plain totals ``keys``, in order; None for a missing one."""
         ...
 
 

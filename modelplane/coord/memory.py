@@ -8,7 +8,7 @@ import asyncio
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -72,6 +72,7 @@ class MemoryCounters:
         self._clock = clock
         self._windows: dict[str, sliding.State] = {}
         self._gauges: dict[str, dict[str, float]] = {}
+        self._totals: dict[str, tuple[int, float]] = {}
         self._calls = 0
 
     async def incr(
@@ -86,10 +87,41 @@ class MemoryCounters:
         elapsed = now - state.index * window_s
         allowed = sliding.admit(state.previous, state.current, elapsed, window_s, amount, limit)
         if allowed:
-            state.current += amount
+            state.current = max(0, state.current + amount)
         return sliding.result(
             state.previous, state.current, elapsed, window_s, amount, limit, allowed
         )
+
+    async def incr_many(
+        self,
+        keys: Sequence[str],
+        amounts: Sequence[int],
+        window_s: float,
+        limits: Sequence[int | None],
+    ) -> list[Window]:
+        if window_s <= 0:
+            raise ValueError("window_s must be positive")
+        self._maybe_sweep()
+        now = self._clock()
+        states = []
+        for key in keys:
+            state = sliding.roll(self._windows.get(key), window_s, now)
+            self._windows[key] = state
+            states.append(state)
+        elapsed = [now - state.index * window_s for state in states]
+        fits = [
+            sliding.admit(st.previous, st.current, e, window_s, amount, limit)
+            for st, e, amount, limit in zip(states, elapsed, amounts, limits, strict=True)
+        ]
+        if all(fits):
+            for state, amount in zip(states, amounts, strict=True):
+                state.current = max(0, state.current + amount)
+        return [
+            sliding.result(st.previous, st.current, e, window_s, amount, limit, fit)
+            for st, e, amount, limit, fit in zip(
+                states, elapsed, amounts, limits, fits, strict=True
+            )
+        ]
 
     async def acquire(self, key: str, limit: int, *, ttl_s: float = 600.0) -> Slot | None:
         self._maybe_sweep()
@@ -110,6 +142,31 @@ class MemoryCounters:
             if not holders:
                 del self._gauges[slot.key]
 
+    async def add(self, key: str, amount: int, *, ttl_s: float) -> int:
+        self._maybe_sweep()
+        total = (self._total(key) or 0) + amount
+        self._totals[key] = (total, self._clock() + ttl_s)
+        return total
+
+    async def seed(self, key: str, value: int, *, ttl_s: float) -> int:
+        total = self._total(key)
+        if total is None:
+            self._totals[key] = (value, self._clock() + ttl_s)
+            return value
+        return total
+
+    async def totals(self, keys: Sequence[str]) -> list[int | None]:
+        return [self._total(key) for key in keys]
+
+    def _total(self, key: str) -> int | None:
+        entry = self._totals.get(key)
+        if entry is None:
+            return None
+        if entry[1] <= self._clock():
+            del self._totals[key]
+            return None
+        return entry[0]
+
     def _maybe_sweep(self) -> None:
         self._calls += 1
         if self._calls % _SWEEP_EVERY:
@@ -121,6 +178,9 @@ class MemoryCounters:
         for key, holders in list(self._gauges.items()):
             if all(expires <= now for expires in holders.values()):
                 del self._gauges[key]
+        for key, (_, expires) in list(self._totals.items()):
+            if expires <= now:
+                del self._totals[key]
 
 
 class MemorySubscription:

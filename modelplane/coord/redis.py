@@ -3,10 +3,11 @@ invalidations span every server process.
 
 Keys live under one prefix (``mp:`` by default): ``<prefix>cache:<key>`` (values as
 given, expiring with ``PX``), ``<prefix>rate:<key>`` (a hash: window length, window
-index, current and previous totals) and ``<prefix>gauge:<key>`` (a sorted set of slot
-tokens scored by expiry); pub/sub channels are ``<prefix><channel>``. Counters and
-gauges change in Lua scripts, atomically, on the Redis clock (``TIME``), so processes
-on machines whose clocks disagree still share windows and expiries.
+index, current and previous totals), ``<prefix>gauge:<key>`` (a sorted set of slot
+tokens scored by expiry) and ``<prefix>total:<key>`` (an integer); pub/sub channels are
+``<prefix><channel>``. Counters, gauges and totals change in Lua scripts, atomically,
+on the Redis clock (``TIME``), so processes on machines whose clocks disagree still
+share windows and expiries.
 
 Every Redis or socket error is translated here into :class:`CoordError`, whose message
 names the server without its password.
@@ -15,7 +16,7 @@ names the server without its password.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from types import TracebackType
 from typing import Any, Self
@@ -47,11 +48,50 @@ local allowed = 1
 if limit >= 0 and p * (w - elapsed) / w + c + amount > limit then
   allowed = 0
 else
-  c = c + amount
+  c = math.max(0, c + amount)
 end
 redis.call('HSET', KEYS[1], 'w', w, 'n', n, 'c', c, 'p', p)
 redis.call('PEXPIRE', KEYS[1], (n + 2) * w - now)
 return {c, p, elapsed, allowed}
+"""
+
+_INCR_MANY = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local w = tonumber(ARGV[1])
+local n = math.floor(now / w)
+local elapsed = now - n * w
+local cs, ps, fits = {}, {}, {}
+local all = 1
+for i, key in ipairs(KEYS) do
+  local amount, limit = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  local s = redis.call('HMGET', key, 'w', 'n', 'c', 'p')
+  local sw, sn = tonumber(s[1]), tonumber(s[2])
+  local c, p = 0, 0
+  if sw == w and sn == n then
+    c, p = tonumber(s[3]), tonumber(s[4])
+  elseif sw == w and sn == n - 1 then
+    p = tonumber(s[3])
+  end
+  fits[i] = 1
+  if limit >= 0 and p * (w - elapsed) / w + c + amount > limit then
+    fits[i] = 0
+    all = 0
+  end
+  cs[i], ps[i] = c, p
+end
+local out = {elapsed}
+for i, key in ipairs(KEYS) do
+  if all == 1 then
+    cs[i] = math.max(0, cs[i] + tonumber(ARGV[2 * i]))
+  end
+  redis.call('HSET', key, 'w', w, 'n', n, 'c', cs[i], 'p', ps[i])
+  redis.call('PEXPIRE', key, (n + 2) * w - now)
+  table.insert(out, cs[i])
+  table.insert(out, ps[i])
+  table.insert(out, fits[i])
+end
+return out
 """
 
 _ACQUIRE = """
@@ -65,6 +105,17 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 redis.call('PEXPIREAT', KEYS[1], last[2])
 return 1
+"""
+
+_ADD = """
+local total = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return total
+"""
+
+_SEED = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+return redis.call('GET', KEYS[1])
 """
 
 _POLL_S = 30.0
@@ -140,8 +191,12 @@ class RedisCounters:
         self._errors = errors
         self._rate = f"{prefix}rate:"
         self._gauge = f"{prefix}gauge:"
+        self._total = f"{prefix}total:"
         self._incr = client.register_script(_INCR)
+        self._incr_many = client.register_script(_INCR_MANY)
         self._acquire = client.register_script(_ACQUIRE)
+        self._add = client.register_script(_ADD)
+        self._seed = client.register_script(_SEED)
 
     async def incr(
         self, key: str, amount: int, window_s: float, *, limit: int | None = None
@@ -159,6 +214,31 @@ class RedisCounters:
         )
         return Window(got.count, got.reset_s / 1000, got.allowed, got.retry_after_s / 1000)
 
+    async def incr_many(
+        self,
+        keys: Sequence[str],
+        amounts: Sequence[int],
+        window_s: float,
+        limits: Sequence[int | None],
+    ) -> list[Window]:
+        if window_s <= 0:
+            raise ValueError("window_s must be positive")
+        if not keys:
+            return []
+        w = _ms(window_s)
+        args: list[int] = [w]
+        for amount, limit in zip(amounts, limits, strict=True):
+            args += [amount, -1 if limit is None else limit]
+        with self._errors.translate("count"):
+            got = await self._incr_many(keys=[self._rate + k for k in keys], args=args)
+        elapsed = int(got[0])
+        out = []
+        for i, (amount, limit) in enumerate(zip(amounts, limits, strict=True)):
+            current, previous, fits = got[1 + 3 * i : 4 + 3 * i]
+            one = sliding.result(int(previous), int(current), elapsed, w, amount, limit, bool(fits))
+            out.append(Window(one.count, one.reset_s / 1000, one.allowed, one.retry_after_s / 1000))
+        return out
+
     async def acquire(self, key: str, limit: int, *, ttl_s: float = 600.0) -> Slot | None:
         token = secrets.token_hex(8)
         with self._errors.translate("take a concurrency slot"):
@@ -168,6 +248,21 @@ class RedisCounters:
     async def release(self, slot: Slot) -> None:
         with self._errors.translate("release a concurrency slot"):
             await self._client.zrem(self._gauge + slot.key, slot.token)
+
+    async def add(self, key: str, amount: int, *, ttl_s: float) -> int:
+        with self._errors.translate("add to a total"):
+            return int(await self._add(keys=[self._total + key], args=[amount, _ms(ttl_s)]))
+
+    async def seed(self, key: str, value: int, *, ttl_s: float) -> int:
+        with self._errors.translate("seed a total"):
+            return int(await self._seed(keys=[self._total + key], args=[value, _ms(ttl_s)]))
+
+    async def totals(self, keys: Sequence[str]) -> list[int | None]:
+        if not keys:
+            return []
+        with self._errors.translate("read totals"):
+            values = await self._client.mget([self._total + key for key in keys])
+        return [None if v is None else int(v) for v in values]
 
 
 class RedisSubscription:

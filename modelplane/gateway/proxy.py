@@ -285,12 +285,15 @@ class Proxy:
                 if loop.time() + delay >= deadline:
                     break
                 await asyncio.sleep(delay)
-            pending = (
-                frozenset(tried) if self.router.candidates(ep, frozenset(tried)) else frozenset()
-            )
+            pending = frozenset(tried)
+            if tried and not self.router.candidates(ep, pending):
+                pending = frozenset()  # every replica was tried: any may try again
             try:
-                async with asyncio.timeout_at(deadline):
-                    url = await self.router.acquire(ep, pending, req.peeked.body, req.headers)
+                # A free slot is taken at once; only waiting for one needs a timer.
+                url = self.router.pick(ep, pending, req.peeked.body, req.headers) or ""
+                if not url:
+                    async with asyncio.timeout_at(deadline):
+                        url = await self.router.acquire(ep, pending, req.peeked.body, req.headers)
             except (NoReadyReplica, Overloaded) as exc:
                 # Nothing to try on this endpoint now: falling back beats waiting.
                 return Failure("connect" if isinstance(exc, NoReadyReplica) else "5xx", error=exc)

@@ -29,6 +29,10 @@ def _message(resp: httpx.Response) -> str:
     return resp.text[:200]
 
 
+def _params(**values: str | None) -> dict[str, str]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
 class Client:
     def __init__(self, base_url: str, api_key: str, timeout: float = 60.0) -> None:
         self.base_url = base_url.rstrip("/")
@@ -45,15 +49,25 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        params: dict[str, str] | None = None,
+        text: bool = False,
+    ) -> Any:
         try:
-            resp = self._http.request(method, path, json=body)
+            resp = self._http.request(method, path, json=body, params=params)
         except httpx.ConnectError:
             raise ModelplaneAPIError(
                 0, f"cannot reach modelplane at {self.base_url}; is it running (modelplane up)?"
             ) from None
         if resp.status_code >= 400:
             raise ModelplaneAPIError(resp.status_code, _message(resp))
+        if text:
+            return resp.text
         return resp.json() if resp.content else None
 
     def endpoints(self) -> list[dict[str, Any]]:
@@ -105,6 +119,37 @@ class Client:
     def revoke_key(self, key_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call("DELETE", f"/api/keys/{key_id}")
         return result
+
+    def usage(
+        self,
+        group_by: str | None = None,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        team: str | None = None,
+    ) -> dict[str, Any]:
+        """Usage added up per ``group_by`` (team, key, endpoint, route, day) or overall:
+        ``{"data": [rows], "total": {...}}``; ``since``/``until`` are ISO 8601."""
+        params = _params(group_by=group_by, since=since, until=until, team=team)
+        result: dict[str, Any] = self._call("GET", "/api/usage", params=params)
+        return result
+
+    def usage_csv(
+        self,
+        group_by: str | None = None,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        team: str | None = None,
+    ) -> str:
+        """The same report as CSV text."""
+        params = _params(group_by=group_by, since=since, until=until, team=team, format="csv")
+        text: str = self._call("GET", "/api/usage", params=params, text=True)
+        return text
+
+    def budgets(self) -> list[dict[str, Any]]:
+        data: list[dict[str, Any]] = self._call("GET", "/api/budgets")["data"]
+        return data
 
     def chat_stream(
         self, model: str, messages: list[dict[str, str]], **params: Any

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -114,3 +114,53 @@ class AuditEventRow(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     request_id: Mapped[str | None] = mapped_column(String(128))
+
+
+class LimitRow(Base):
+    """Rate limits of one key or team (an endpoint's live in its ``options.limits``)."""
+
+    __tablename__ = "limits"
+
+    scope: Mapped[str] = mapped_column(String(8), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(32), primary_key=True)
+    """The key's or the team's id."""
+    spec: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]
+
+
+class BudgetRow(Base):
+    __tablename__ = "budgets"
+
+    scope: Mapped[str] = mapped_column(String(8), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(32), primary_key=True)
+    period: Mapped[str] = mapped_column(String(8))
+    soft_usd: Mapped[float | None] = mapped_column(Float)
+    hard_usd: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class UsageRow(Base):
+    """One answered (or failed) gateway request; written in batches, never updated."""
+
+    __tablename__ = "usage"
+    __table_args__ = (
+        Index("ix_usage_at", "at"),
+        Index("ix_usage_team_at", "team_id", "at"),
+        Index("ix_usage_key_at", "key_id", "at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    at: Mapped[datetime]
+    request_id: Mapped[str] = mapped_column(String(128))
+    key_id: Mapped[str | None] = mapped_column(String(32))
+    team_id: Mapped[str | None] = mapped_column(String(32))
+    route: Mapped[str] = mapped_column(String(200))
+    endpoint: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[int] = mapped_column(Integer)
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    cost_usd: Mapped[float] = mapped_column(Float)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    cached: Mapped[bool] = mapped_column(Boolean)
+    estimated: Mapped[bool] = mapped_column(Boolean)

@@ -42,7 +42,7 @@ UNSHARED = Owned()
 """The platform's, shared with no team: only admins see it."""
 
 
-GATEWAY_OPTIONS = frozenset({"balancing", "queue"})
+GATEWAY_OPTIONS = frozenset({"balancing", "queue", "limits", "price"})
 """Endpoint options that the gateway reads; every other option goes to the engine."""
 
 
@@ -90,3 +90,41 @@ class AuditEvent:
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     request_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    scope: str
+    """``key`` or ``team``."""
+    subject: str
+    """The key's or the team's id."""
+    period: str
+    """``day`` or ``month`` (calendar, UTC), or ``total``."""
+    soft_usd: float | None
+    hard_usd: float | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What one request used; one record per request."""
+
+    id: str
+    at: datetime
+    """When the request arrived."""
+    request_id: str
+    key_id: str | None
+    team_id: str | None
+    route: str
+    """The public model name the client asked for."""
+    endpoint: str | None
+    """The endpoint that answered (None: a cache hit, or nothing answered)."""
+    status: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    latency_ms: float
+    cached: bool
+    estimated: bool
+    """Token counts were estimated (the answer carried no ``usage``)."""

@@ -18,6 +18,7 @@ _SECRETS = re.compile(
     r"(?i)(bearer\s+|x-api-key['\"]?\s*[:=]\s*['\"]?|api[-_]key['\"]?\s*[:=]\s*['\"]?)"
     r"[A-Za-z0-9._~+/=-]{8,}"
     r"|\bmp-[A-Za-z0-9_-]{20,}|\bsk-[A-Za-z0-9_-]{16,}"
+    r"|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+"
 )
 
 

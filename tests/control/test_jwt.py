@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -186,7 +187,11 @@ async def test_valid_token_becomes_a_caller(auth: JwtAuth, keys: dict[str, Key],
 
 async def test_claims_mapping_defaults_and_list_scopes(auth: JwtAuth, keys: dict[str, Key]) -> None:
     caller = auth.verify(keys["rsa"].sign(claims(role=None, team="ops", scope=["write", "x"])))
-    assert (caller.role, caller.team_id, caller.scopes) == ("member", "team-ops-id", {"write"})
+    assert (caller.role, caller.team_id, caller.scopes) == (
+        "member",
+        "team-ops-id",
+        frozenset({"write"}),
+    )
     no_scope = auth.verify(keys["rsa"].sign(claims()))
     assert no_scope.scopes == frozenset() and no_scope.allows("inference")
     admin = auth.verify(keys["rsa"].sign(claims(role="admin", team=None)))
@@ -276,7 +281,8 @@ async def test_role_team_and_scope_claims_are_checked(auth: JwtAuth, keys: dict[
 
 async def test_unknown_key_id_is_refused(auth: JwtAuth, keys: dict[str, Key]) -> None:
     refused(auth, keys["rotated"].sign(claims()), "key id 'rsa-3' is not in the JWKS")
-    refused(auth, keys["rsa"].sign(claims(), kid=["rsa-1"]), "'kid' header must be a string")
+    listed_kid = forge({"alg": "RS256", "kid": ["rsa-1"]}, claims(), b"")
+    refused(auth, listed_kid, "Key ID header parameter must be a string")
 
 
 async def test_jwks_from_url_and_key_rotation(idp: JwksServer, keys: dict[str, Key]) -> None:
@@ -291,6 +297,13 @@ async def test_jwks_from_url_and_key_rotation(idp: JwksServer, keys: dict[str, K
         assert a._wake.is_set(), "an unknown key id wakes the refresh task"
         await until(lambda: verifies(a, new), "the rotated key after the triggered refresh")
         assert idp.fetches == 2
+        # Request handlers may run in worker threads: the refresh is scheduled thread-safely.
+        a._kid_refresh_at = -math.inf
+        idp.body = jwks(keys["rotated"], keys["ec"])
+        with pytest.raises(AuthenticationError, match="key id 'ec-1'"):
+            await asyncio.to_thread(a.verify, keys["ec"].sign(claims()))
+        await until(lambda: verifies(a, keys["ec"].sign(claims())), "a refresh from a thread")
+        assert idp.fetches == 3
         # Another unknown key id within 30 s schedules no further fetch.
         refused(a, keys["rsa"].sign(claims(), kid="nope"), "key id 'nope'")
         assert not a._wake.is_set()
@@ -310,6 +323,28 @@ async def test_periodic_refresh_keeps_the_last_keys_when_it_fails(
         assert "answered HTTP 503" in caplog.text
         idp.status, idp.body = 200, jwks(keys["ec"])
         await until(lambda: verifies(a, keys["ec"].sign(claims())), "the new key set")
+    finally:
+        await a.close()
+
+
+async def test_unusable_jwks_entries_are_skipped(tmp_path: Path, keys: dict[str, Key]) -> None:
+    junk: list[Any] = [
+        "not a key",
+        {"kty": "RSA", "kid": "no-modulus"},
+        {**keys["ec"].jwk, "kid": ["listed"]},
+        {**keys["ec"].jwk, "use": "enc"},
+        {**keys["ec"].jwk, "alg": ["ES256"]},
+        {"kty": "oct", "k": b64(b"x" * 32), "kid": "shared-secret", "alg": "HS256"},
+    ]
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [*junk, keys["rsa"].jwk]}))
+    a = JwtAuth(settings(jwks_file=path), TEAMS.get)
+    await a.start()
+    try:
+        assert a.verify(keys["rsa"].sign(claims()))
+        refused(a, keys["ec"].sign(claims()), "key id 'ec-1' is not in the JWKS")
+        hs = forge({"alg": "HS256", "kid": "shared-secret"}, claims(), b"x" * 32)
+        refused(a, hs, "algorithm 'HS256' is not accepted")
     finally:
         await a.close()
 

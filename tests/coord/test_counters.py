@@ -140,3 +140,67 @@ async def test_a_slot_never_released_frees_itself(coord: Coord) -> None:
         return slot is not None
 
     await eventually(freed, what="a 100 ms slot expiring")
+
+
+async def test_negative_amounts_give_back_but_never_below_zero(coord: Coord) -> None:
+    counters = coord.counters
+    assert (await counters.incr("k", 10, FOREVER, limit=10)).count == 10
+    assert (await counters.incr("k", -4, FOREVER)).count == 6
+    assert (await counters.incr("k", 4, FOREVER, limit=10)).allowed
+    assert (await counters.incr("k", -50, FOREVER)).count == 0
+
+
+async def test_totals_add_up_across_clients(backend: Backend) -> None:
+    one, two = backend.connect(), backend.connect()
+    got = await asyncio.gather(
+        *(c.counters.add("spend", 3, ttl_s=60) for _ in range(50) for c in (one, two))
+    )
+    assert sorted(got) == list(range(3, 301, 3))
+    assert await one.counters.totals(["spend", "missing"]) == [300, None]
+    assert await two.counters.add("spend", -100, ttl_s=60) == 200
+    assert await one.counters.totals([]) == []
+
+
+async def test_a_seed_only_fills_a_missing_total(backend: Backend) -> None:
+    one, two = backend.connect(), backend.connect()
+    assert await one.counters.seed("t", 42, ttl_s=60) == 42
+    assert await two.counters.seed("t", 7, ttl_s=60) == 42  # seeded already
+    assert await two.counters.add("t", 1, ttl_s=60) == 43
+    await one.counters.add("u", 5, ttl_s=60)
+    assert await one.counters.seed("u", 100, ttl_s=60) == 5  # added first
+
+
+async def test_a_total_left_alone_expires(coord: Coord) -> None:
+    await coord.counters.add("t", 1, ttl_s=0.1)
+
+    async def gone() -> bool:
+        return (await coord.counters.totals(["t"])) == [None]
+
+    await eventually(gone, what="a 100 ms total expiring")
+
+
+async def test_incr_many_adds_all_or_nothing(backend: Backend) -> None:
+    one, two = backend.connect(), backend.connect()
+    got = await one.counters.incr_many(["a", "b"], [1, 10], FOREVER, [3, None])
+    assert [(w.count, w.allowed) for w in got] == [(1, True), (10, True)]
+    await one.counters.incr_many(["a", "b"], [2, 10], FOREVER, [3, None])
+    refused = await two.counters.incr_many(["b", "a"], [10, 1], FOREVER, [None, 3])
+    assert [(w.count, w.allowed) for w in refused] == [(20, True), (3, False)]
+    assert refused[1].retry_after_s > 0
+    assert (await one.counters.incr("b", 0, FOREVER)).count == 20  # nothing was added
+    back = await two.counters.incr_many(["a", "b"], [-3, -50], FOREVER, [None, None])
+    assert [w.count for w in back] == [0, 0]
+    assert await one.counters.incr_many([], [], FOREVER, []) == []
+
+
+async def test_concurrent_incr_many_never_exceed_any_limit(backend: Backend) -> None:
+    one, two = backend.connect(), backend.connect()
+    got = await asyncio.gather(
+        *(
+            c.counters.incr_many(["x", "y"], [1, 2], FOREVER, [40, 60])
+            for _ in range(50)
+            for c in (one, two)
+        )
+    )
+    assert sum(all(w.allowed for w in ws) for ws in got) == 30  # y's 60 binds first
+    assert (await one.counters.incr("x", 0, FOREVER)).count == 30

@@ -3,6 +3,12 @@
 Each ``FakeUpstream`` is one aiohttp server in its own thread. Tests set ``mode`` (what
 every request gets) or push one-off behaviours onto ``script``; ``calls`` records the
 bodies received, in order.
+
+A chat request can also steer its own answer, whatever the order requests arrive in:
+words ``mode=<mode>``, ``prompt=<n>`` and ``tokens=<n>`` in its last message set its
+behaviour, its ``usage.prompt_tokens`` and its completion tokens (a stream then sends
+that many text chunks). Streams end with a usage chunk when the request asks for
+``stream_options.include_usage``, as OpenAI's do.
 """
 
 from __future__ import annotations
@@ -16,10 +22,21 @@ from typing import Any
 
 from aiohttp import web
 
-MODES = ("ok", "500", "503", "429", "context", "bad_request", "hang", "break_stream", "gate")
+MODES = (
+    "ok",
+    "500",
+    "503",
+    "429",
+    "context",
+    "bad_request",
+    "hang",
+    "break_stream",
+    "gate",
+    "gate_stream",
+)
 
 
-def completion(name: str, model: str) -> dict[str, Any]:
+def completion(name: str, model: str, prompt: int = 3, tokens: int = 3) -> dict[str, Any]:
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
@@ -32,8 +49,37 @@ def completion(name: str, model: str) -> dict[str, Any]:
                 "finish_reason": "stop",
             }
         ],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": tokens,
+            "total_tokens": prompt + tokens,
+        },
     }
+
+
+def usage_chunk(model: str, prompt: int, tokens: int) -> bytes:
+    obj = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": model,
+        "choices": [],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": tokens,
+            "total_tokens": prompt + tokens,
+        },
+    }
+    return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+
+def directives(body: dict[str, Any]) -> dict[str, str]:
+    """``key=value`` words of the last message (see the module docstring)."""
+    messages = body.get("messages") or [{}]
+    content = messages[-1].get("content")
+    if not isinstance(content, str):
+        return {}
+    return dict(w.split("=", 1) for w in content.split() if "=" in w)
 
 
 def chunk(model: str, content: str | None, finish: str | None = None) -> bytes:
@@ -113,7 +159,12 @@ class FakeUpstream:
         body = await request.json()
         self.calls.append(body)
         self.headers.append({k.lower(): v for k, v in request.headers.items()})
-        mode = self.script.popleft() if self.script else self.mode
+        steer = directives(body)
+        if "mode" in steer:
+            mode = steer["mode"]
+        else:
+            mode = self.script.popleft() if self.script else self.mode
+        prompt, tokens = int(steer.get("prompt", 3)), int(steer.get("tokens", 3))
         if mode == "500":
             return _error(500, "internal failure", "internal_error")
         if mode == "503":
@@ -128,14 +179,22 @@ class FakeUpstream:
             await asyncio.get_running_loop().run_in_executor(None, self.gate.wait, 30)
         model = body["model"]
         if not body.get("stream"):
-            return web.json_response(completion(self.name, model))
+            return web.json_response(completion(self.name, model, prompt, tokens))
         resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await resp.prepare(request)
-        await resp.write(chunk(model, f"hello from {self.name}"))
+        if "tokens" in steer:
+            for i in range(tokens):
+                await resp.write(chunk(model, f"t{i} "))
+        else:
+            await resp.write(chunk(model, f"hello from {self.name}"))
         if mode == "break_stream":
             request.transport.close()  # type: ignore[union-attr]
             return resp
+        if mode == "gate_stream":  # started, then held until the gate opens
+            await asyncio.get_running_loop().run_in_executor(None, self.gate.wait, 30)
         await resp.write(chunk(model, None, "stop"))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await resp.write(usage_chunk(model, prompt, tokens))
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp

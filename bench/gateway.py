@@ -1,0 +1,357 @@
+"""What the gateway adds: a mock upstream called directly vs through modelplane.
+
+Requests/s and latency, with auth on (an API key in every request).
+
+The upstream is ``bench/mock_upstream.py`` (fixed answers, no model), so nearly all the
+time measured is HTTP handling. For each of non-streaming and streaming and each
+concurrency, both sides run ``--duration`` seconds after a warm-up, alternating which
+goes first rep by rep, so that a slow spell of a noisy machine hits both:
+
+- direct: the load generator → the mock.
+- gateway: the load generator → ``modelplane serve`` (an API key in every request, the
+  mock registered as an external ``openai`` endpoint) → the mock.
+
+Pinning: the gateway on core 0; the mock and the load generator together on core 1.
+The load generator is ``wrk`` (C, one thread, a Lua script for the POST body) where it
+is installed, else an aiohttp client in this process. Each connection sends its next
+request as soon as the answer is in (closed loop), or, with ``--rate``, after a pause
+that caps the total rate. Latency: submission to the last byte of the answer (the whole
+stream when streaming). Medians of ``--reps``; the added latency is the median of each
+rep's gateway minus direct. CPU µs/req: the gateway's user + system time per request,
+read from /proc (steadier than requests/s when other work shares the core).
+
+Run: ``.venv/bin/python bench/gateway.py`` (``--help`` for options)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ADMIN_KEY = "mp-bench-gateway-0123456789abcdefghijklmnopqrstuvwxyz"
+GATEWAY_CPU, LOAD_CPU = 0, 1
+PATH = "/v1/chat/completions"
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class Point:
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us: float = 0.0
+    """The gateway's CPU time per request; 0 on the direct side."""
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+
+@dataclass
+class Cell:
+    """One mode and concurrency: every rep of both sides."""
+
+    stream: bool
+    concurrency: int
+    direct: list[Point]
+    gateway: list[Point]
+
+
+def body(stream: bool) -> bytes:
+    msg = [{"role": "user", "content": "Say hello."}]
+    return json.dumps(
+        {"model": "mock", "messages": msg, "max_tokens": 16, "stream": stream}
+    ).encode()
+
+
+Load = Callable[[str, int, int, bool], Point]
+"""(base URL, connections, seconds, stream) -> Point"""
+
+WRK_SCRIPT = """wrk.method = "POST"
+wrk.body = [[%s]]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %s"
+%s
+done = function(s, lat, _)
+  local e = s.errors
+  io.write(string.format("RESULT %%d %%d %%d %%d %%d\\n", s.requests, s.duration,
+    lat:percentile(50), lat:percentile(99), e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
+
+
+def pause_ms(c: int, rate: float) -> int:
+    """Each connection's mean pause between requests for ``rate`` requests/s in all (a
+    cap: latency adds to it, so the real rate is lower). Pauses are drawn uniformly from
+    0 to twice the mean, so that connections do not fall into step and arrive in bursts."""
+    return round(c * 1000 / rate) if rate else 0
+
+
+def wrk_load(scripts: Path, rate: float) -> Load:
+    def run(url: str, c: int, seconds: int, stream: bool) -> Point:
+        script = scripts / "load.lua"
+        pause = pause_ms(c, rate)
+        delay = f"function delay() return math.random(0, {2 * pause}) end" if pause else ""
+        script.write_text(WRK_SCRIPT % (body(stream).decode(), ADMIN_KEY, delay))
+        cmd = ["wrk", "-t1", f"-c{c}", f"-d{seconds}s", "-s", str(script), url + PATH]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode or "RESULT " not in done.stdout:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stdout}{done.stderr}")
+        n, us, p50, p99, errors = map(int, done.stdout.rsplit("RESULT ", 1)[1].split())
+        if errors:
+            raise RuntimeError(f"wrk saw {errors} errors against {url}:\n{done.stdout}")
+        return Point(n, us / 1e6, p50 / 1000, p99 / 1000)
+
+    return run
+
+
+def python_load(rate: float) -> Load:
+    """aiohttp workers in this process (pinned with the mock): the fallback without wrk."""
+    headers = {"content-type": "application/json", "authorization": f"Bearer {ADMIN_KEY}"}
+
+    async def go(url: str, c: int, seconds: int, stream: bool) -> Point:
+        data, lat, pause = body(stream), [], pause_ms(c, rate) / 1000
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=c)) as session:
+            start = time.perf_counter()
+
+            async def worker() -> None:
+                while (t0 := time.perf_counter()) < start + seconds:
+                    async with session.post(url + PATH, data=data, headers=headers) as r:
+                        await r.read()
+                        if r.status != 200:
+                            raise RuntimeError(f"{url} answered HTTP {r.status}")
+                    lat.append(time.perf_counter() - t0)
+                    await asyncio.sleep(random.uniform(0, 2 * pause))
+
+            await asyncio.gather(*(worker() for _ in range(c)))
+            wall = time.perf_counter() - start
+        q = statistics.quantiles(lat, n=100, method="inclusive")
+        return Point(len(lat), wall, q[49] * 1000, q[98] * 1000)
+
+    return lambda *a: asyncio.run(go(*a))
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def call(url: str, data: bytes | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data, method="POST" if data else "GET")
+    req.add_header("authorization", f"Bearer {ADMIN_KEY}")
+    req.add_header("content-type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@contextlib.contextmanager
+def process(cmd: list[str], cpu: int, log: Path, **kw: object) -> Iterator[subprocess.Popen[bytes]]:
+    """A child pinned to one core, its output in ``log`` (printed if the benchmark fails)."""
+    with log.open("wb") as out:
+        pin = lambda: os.sched_setaffinity(0, {cpu})  # noqa: E731
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=pin, **kw)  # type: ignore[call-overload]
+    try:
+        yield proc
+    except BaseException:
+        print(f"--- {log.name} (end)\n{log.read_text()[-3000:]}", file=sys.stderr)
+        raise
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_until(check: Callable[[], bool], what: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what}: the process exited with code {proc.returncode}")
+        with contextlib.suppress(OSError):
+            if check():
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"{what}: not within 60 s")
+
+
+@contextlib.contextmanager
+def servers(home: Path) -> Iterator[tuple[str, str, int]]:
+    """The mock (core 1) and a gateway (core 0) in front of it: direct URL, gateway URL,
+    gateway pid."""
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    direct, gw = (f"http://127.0.0.1:{p}" for p in ports)
+    mock_cmd = [sys.executable, str(HERE / "mock_upstream.py"), "--port", str(ports[0])]
+    gw_cmd = [sys.executable, "-m", "modelplane", "serve", "--port", str(ports[1])]
+    env = os.environ | {
+        "MODELPLANE_HOME": str(home),
+        "MODELPLANE_ADMIN_KEY": ADMIN_KEY,
+        "MODELPLANE_LOG_LEVEL": "WARNING",
+        "MODELPLANE_LOG_FORMAT": "json",
+    }
+    with (
+        process(mock_cmd, LOAD_CPU, home / "mock.log") as mock,
+        process(gw_cmd, GATEWAY_CPU, home / "gateway.log", env=env) as server,
+    ):
+        wait_until(lambda: call(direct + "/v1/models")[0] == 200, "mock upstream", mock)
+        wait_until(lambda: call(gw + "/readyz")[0] == 200, "gateway /readyz", server)
+        options = {"base_url": direct + "/v1"}
+        spec = {"name": "mock", "provider": "openai", "model": "mock", "options": options}
+        status, answer = call(gw + "/api/endpoints", json.dumps(spec).encode())
+        if status != 201:
+            raise RuntimeError(f"POST /api/endpoints answered {status}: {answer.decode()[:500]}")
+        # The endpoint is live once a request of each kind gets through.
+        wait_until(lambda: call(gw + PATH, body(False))[0] == 200, "route", server)
+        wait_until(lambda: call(gw + PATH, body(True))[0] == 200, "route", server)
+        yield direct, gw, server.pid
+
+
+def measure(args: argparse.Namespace, load: Load, direct: str, gw: str, pid: int) -> list[Cell]:
+    cells = []
+    for stream in args.modes:
+        for c in args.concurrency:
+            d: list[Point] = []
+            g: list[Point] = []
+            load(direct, c, args.warmup, stream)
+            load(gw, c, args.warmup, stream)
+            for rep in range(args.reps):
+                for side in ("direct", "gateway") if rep % 2 == 0 else ("gateway", "direct"):
+                    if side == "direct":
+                        d.append(load(direct, c, args.duration, stream))
+                        continue
+                    cpu0 = cpu_seconds(pid)
+                    point = load(gw, c, args.duration, stream)
+                    point.cpu_us = (cpu_seconds(pid) - cpu0) / point.requests * 1e6
+                    g.append(point)
+            cells.append(Cell(stream, c, d, g))
+    return cells
+
+
+ROW = (
+    "| {mode} | {concurrency} | {direct_rps:,.0f} | {gateway_rps:,.0f} | {direct_p50_ms:.2f} / "
+    "{direct_p99_ms:.2f} | {gateway_p50_ms:.2f} / {gateway_p99_ms:.2f} | {added_p50_ms:+.2f} / "
+    "{added_p99_ms:+.2f} | {gateway_cpu_us:.0f} |"
+)
+
+
+def report(cells: list[Cell]) -> list[dict[str, Any]]:
+    print("| mode | concurrency | direct rps | gateway rps | direct p50 / p99 ms ", end="")
+    print("| gateway p50 / p99 ms | added p50 / p99 ms | gateway CPU µs/req |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    rows: list[dict[str, Any]] = []
+    for cell in cells:
+        d, g = cell.direct, cell.gateway
+        row: dict[str, Any] = {"mode": "stream" if cell.stream else "non-stream"}
+        row["concurrency"] = cell.concurrency
+        for side, points in (("direct", d), ("gateway", g)):
+            for k in ("rps", "p50_ms", "p99_ms"):
+                row[f"{side}_{k}"] = statistics.median(getattr(p, k) for p in points)
+        for k in ("p50_ms", "p99_ms"):
+            added = (getattr(b, k) - getattr(a, k) for a, b in zip(d, g, strict=True))
+            row[f"added_{k}"] = statistics.median(added)
+        row["gateway_cpu_us"] = statistics.median(p.cpu_us for p in g)
+        rows.append(row)
+        print(ROW.format(**row))
+    plain = {r["concurrency"]: r for r in rows if r["mode"] == "non-stream"}
+    if 16 in plain:
+        p50, p99 = plain[16]["added_p50_ms"], plain[16]["added_p99_ms"]
+        print(
+            f"\ntargets, non-streaming at concurrency 16: added p50 {p50:.2f} <= 0.5 ms "
+            f"({'met' if p50 <= 0.5 else 'MISSED'}), added p99 {p99:.2f} <= 2 ms "
+            f"({'met' if p99 <= 2 else 'MISSED'})"
+        )
+    if plain:
+        best = max(r["gateway_rps"] for r in plain.values())
+        print(
+            f"target: >= 2,500 non-streaming requests/s per gateway process: {best:,.0f} "
+            f"({'met' if best >= 2500 else 'MISSED'})"
+        )
+    return rows
+
+
+def profile(args: argparse.Namespace, load: Load, gw: str, pid: int) -> None:
+    """py-spy records the gateway while it serves non-streaming requests at concurrency 16."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    load(gw, 16, args.warmup, False)
+    fmt = "speedscope" if args.profile.suffix == ".json" else "raw"
+    opts = f"--duration {args.duration} --rate 200 --nonblocking --threads --format {fmt}"
+    with subprocess.Popen([spy, "record", "--pid", str(pid), *opts.split(), "-o", args.profile]):
+        time.sleep(1)  # py-spy attaches
+        point = load(gw, 16, args.duration, False)
+    print(f"profiled at {point.rps:,.0f} requests/s; {fmt} profile in {args.profile}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=5, help="seconds per measurement")
+    parser.add_argument("--warmup", type=int, default=1, help="seconds of warm-up per cell")
+    parser.add_argument("--reps", type=int, default=3, help="measurements per side and cell")
+    parser.add_argument("--concurrency", default="1,16,64", help="comma-separated connections")
+    parser.add_argument("--rate", type=float, default=0, help="cap requests/s [default: none]")
+    parser.add_argument("--no-stream", action="store_true", help="non-streaming requests only")
+    parser.add_argument("--python-load", action="store_true", help="aiohttp even if wrk exists")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy the gateway (.txt raw, .json speedscope) instead"
+    )
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    args = parser.parse_args()
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    args.modes = (False,) if args.no_stream else (False, True)
+    if (os.cpu_count() or 1) < 2:
+        sys.exit("needs 2 cores: the gateway on one, the mock and the load generator on the other")
+    os.sched_setaffinity(0, {LOAD_CPU})  # inherited by the mock and wrk; the gateway moves
+    with tempfile.TemporaryDirectory(prefix="mp-bench-gw-") as tmp, servers(Path(tmp)) as s:
+        direct, gw, pid = s
+        use_wrk = shutil.which("wrk") is not None and not args.python_load
+        load = wrk_load(Path(tmp), args.rate) if use_wrk else python_load(args.rate)
+        if args.profile:
+            return profile(args, load, gw, pid)
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        libs = ", ".join(
+            f"{m} {'loaded' if f'/{m}/' in maps else 'NOT loaded'}" for m in ("uvloop", "httptools")
+        )
+        gen = "wrk, 1 thread" if use_wrk else "aiohttp in the benchmark's process"
+        pace = f", rate capped at {args.rate:g} requests/s" if args.rate else ", closed loop"
+        print(
+            f"`modelplane serve` on core {GATEWAY_CPU} ({libs}); mock upstream and load "
+            f"generator ({gen}{pace}) on core {LOAD_CPU}; {args.duration} s per run after "
+            f"{args.warmup} s of warm-up, median of {args.reps}\n"
+        )
+        cells = measure(args, load, direct, gw, pid)
+    rows = report(cells)
+    if args.json:
+        samples = [asdict(c) for c in cells]
+        args.json.write_text(json.dumps({"rows": rows, "samples": samples}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""The OpenAI POST routes as a plain ASGI handler, in front of FastAPI.
+
+``/v1/chat/completions``, ``/v1/completions`` and ``/v1/embeddings`` carry nearly all
+traffic and need no request model, query parameters or dependency injection: the body
+is forwarded as bytes. Serving them here, rather than through FastAPI's router, takes
+about a third of the gateway's CPU per request away (bench/README.md). Everything else
+— ``/api``, ``GET /v1/models``, ``/ui`` — goes on to FastAPI.
+
+Errors are rendered by the same function FastAPI's handlers use (``api.errors``).
+A client that disconnects cancels its request, streaming or not, which cancels the
+upstream call and frees the model replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from starlette.datastructures import Headers
+from starlette.types import Message, Receive, Scope, Send
+
+from modelplane.api.errors import error_response
+from modelplane.errors import ModelplaneError, PermissionDenied
+from modelplane.gateway.proxy import Inbound, peek
+from modelplane.providers.base import Kind, Reply
+
+if TYPE_CHECKING:
+    from modelplane.api.platform import Platform
+
+log = logging.getLogger(__name__)
+
+KINDS: dict[str, Kind] = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+}
+STREAM_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+
+
+class _Left(Exception):
+    """The client disconnected."""
+
+
+async def _body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Left
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _headers(reply: Reply, length: int | None) -> list[tuple[bytes, bytes]]:
+    out = [(b"content-type", reply.content_type.encode("latin-1"))]
+    if length is not None:
+        out.append((b"content-length", str(length).encode()))
+    out.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items())
+    return out
+
+
+class FastPath:
+    """The handler for ``KINDS`` paths (``ModelplaneApp`` sends only those here)."""
+
+    def __init__(self) -> None:
+        self._platform: Platform | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = KINDS[scope["path"]]
+        if scope["method"] != "POST":
+            err = ModelplaneError(
+                f"{scope['method']} is not allowed on {scope['path']}; allowed: POST"
+            )
+            err.status, err.type, err.code = 405, "invalid_request_error", "method_not_allowed"
+            err.extra_headers = {**err.extra_headers, "allow": "POST"}
+            await error_response(err, scope["path"])(scope, receive, send)
+            return
+        if self._platform is None:
+            self._platform = scope["app"].state.platform
+        assert self._platform is not None
+        await self._serve(self._platform, kind, scope, receive, send)
+
+    async def _serve(
+        self, platform: Platform, kind: Kind, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        stats = platform.stats
+        started = stats.timer()
+        rid: str = scope["state"]["request_id"]
+        model = ""
+        me = asyncio.current_task()
+        assert me is not None
+        left = False
+
+        def gone(watcher: asyncio.Future[None]) -> None:
+            nonlocal left
+            if not watcher.cancelled() and watcher.exception() is None:
+                left = True
+                me.cancel()
+
+        watcher: asyncio.Future[None] | None = None
+        answering = False  # once the response has started, errors can only end it
+        try:
+            headers = Headers(scope=scope)
+            caller = platform.authenticate(headers.get("authorization"))
+            if not caller.allows("inference"):
+                raise PermissionDenied(
+                    f"this key cannot call models (role {caller.role}, needs 'inference')"
+                )
+            body = await _body(receive)
+            peeked = peek(body)
+            model = peeked.model
+            # The body is read: the next message can only be the client leaving.
+            watcher = asyncio.ensure_future(self._disconnect(receive))
+            watcher.add_done_callback(gone)
+            reply = await platform.proxy.forward(Inbound(kind, body, peeked, rid, headers, caller))
+            label = reply.headers.get("x-modelplane-target") or model
+            if reply.stream is None:
+                data = reply.body or b""
+                answering = True
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": reply.status,
+                        "headers": _headers(reply, len(data)),
+                    }
+                )
+                await send({"type": "http.response.body", "body": data})
+                stats.answer(label, model, rid, started, reply.status, data)
+                return
+            stream = stats.stream(reply.stream, label, model, rid, started)
+            answering = True
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": reply.status,
+                    "headers": _headers(reply, None) + STREAM_HEADERS,
+                }
+            )
+            await self._relay(stream, send)
+        except asyncio.CancelledError:
+            if not left:
+                raise
+            me.uncancel()  # the client went away: nothing is left to answer
+            if model:
+                stats.answer(model, model, rid, started, 499, b"the client closed the connection")
+        except _Left:
+            pass
+        except ModelplaneError as exc:
+            stats.failed(model, rid, started, exc)
+            if not answering:
+                await error_response(exc, scope["path"])(scope, receive, send)
+        except Exception as exc:  # never a stack trace to the client
+            stats.failed(model, rid, started, exc)
+            log.error("unexpected %s on %s", type(exc).__name__, scope["path"], exc_info=exc)
+            if answering:
+                return
+            err = ModelplaneError(
+                f"internal error; the server log has the details (request id {rid})"
+            )
+            await error_response(err, scope["path"])(scope, receive, send)
+        finally:
+            if watcher is not None:
+                watcher.remove_done_callback(gone)
+                watcher.cancel()
+
+    @staticmethod
+    async def _disconnect(receive: Receive) -> None:
+        message: Message = await receive()
+        while message["type"] != "http.disconnect":
+            message = await receive()
+
+    @staticmethod
+    async def _relay(stream: AsyncIterator[bytes], send: Send) -> None:
+        try:
+            async for chunk in stream:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]

@@ -1,0 +1,217 @@
+"""Usage records: what each answer used, parsed from its bytes; the batched recorder's
+semantics; and, end to end on SQLite and PostgreSQL, totals that equal what clients
+were told, failures mixed in, nothing lost at shutdown and nothing counted twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from modelplane.config import Settings
+from modelplane.gateway.usage import (
+    Outcome,
+    UsageRecorder,
+    answer_text_tokens,
+    parse_usage,
+    stream_status,
+    text_frames,
+)
+from modelplane.store.db import Database
+from modelplane.store.governance import UsageRepo
+from modelplane.store.records import Usage
+from tests.gateway.accounts import chat_body, make_key, usage_records
+from tests.gateway.fakes import FakeUpstream, chunk, usage_chunk
+from tests.helpers import Server
+
+
+def test_usage_is_found_in_bodies_and_stream_tails() -> None:
+    body = json.dumps(
+        {"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 5, "x": 1}}
+    ).encode()
+    assert parse_usage(body) == (12, 5)
+    tail = (
+        chunk("m", "hi") + chunk("m", None, "stop") + usage_chunk("m", 7, 9) + b"data: [DONE]\n\n"
+    )
+    assert parse_usage(tail) == (7, 9)
+    # Chunks that say "usage": null (include_usage, before the last one) are skipped.
+    nulls = b'data: {"choices":[{"delta":{"content":"x"}}],"usage":null}\n\n'
+    assert parse_usage(usage_chunk("m", 1, 2) + nulls) == (1, 2)
+    assert parse_usage(nulls) is None
+    # Generated text that mentions usage is text, not usage.
+    quoted = b'{"choices":[{"message":{"content":"\\"usage\\": {\\"prompt_tokens\\": 1}"}}]}'
+    assert parse_usage(quoted) is None
+    # Embeddings count only prompt tokens; Anthropic-style names work too.
+    assert parse_usage(b'{"usage": {"prompt_tokens": 4, "total_tokens": 4}}') == (4, 0)
+    assert parse_usage(b'{"usage": {"input_tokens": 3, "output_tokens": 2}}') == (3, 2)
+    assert parse_usage(b"not json at all") is None
+
+
+def test_estimates_without_usage() -> None:
+    stream = chunk("m", "a") + chunk("m", "") + chunk("m", "b") + chunk("m", None, "stop")
+    assert text_frames(stream) == 2
+    assert text_frames(b'data: {"choices":[{"text": "x"}]}\n\n') == 1
+    body = json.dumps({"choices": [{"message": {"content": "x" * 40}}]}).encode()
+    assert answer_text_tokens(body) == 10
+    assert stream_status(chunk("m", "a") + b"data: [DONE]\n\n") == 200
+    broken = chunk("m", "a") + b'data: {"error": {"message": "x", "code": "upstream_error"}}\n\n'
+    assert stream_status(broken) == 502
+    late = b'data: {"error": {"message": "x", "code": "upstream_timeout"}}\n\n'
+    assert stream_status(late) == 504
+
+
+def _usage(i: int) -> Usage:
+    return Usage(
+        f"id-{i}",
+        datetime.now(UTC),
+        f"req-{i}",
+        None,
+        None,
+        "r",
+        "e",
+        200,
+        i,
+        1,
+        0.0,
+        1.0,
+        False,
+        False,
+    )
+
+
+class Flaky(UsageRepo):
+    """The real repository, failing its first ``failures`` writes."""
+
+    def __init__(self, db: Database, failures: int) -> None:
+        super().__init__(db)
+        self.failures = failures
+
+    async def add_many(self, records: Sequence[Usage]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise OSError("database unreachable")
+        await super().add_many(records)
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database(Settings(database_url=f"sqlite:///{tmp_path / 'u.db'}").sqlalchemy_url)
+    await database.migrate()
+    yield database
+    await database.close()
+
+
+async def _settle(outcome: Outcome) -> Usage:
+    return _usage(int(outcome.ticket))
+
+
+async def test_the_recorder_batches_retries_and_drains_at_close(db: Database) -> None:
+    repo = Flaky(db, failures=2)
+    recorder = UsageRecorder(repo, _settle, flush_interval_s=0.05, batch_max=10, queue_max=100)
+    await recorder.start()
+    for i in range(25):
+        assert recorder.submit(Outcome(i, 200, 0.0))
+    await asyncio.sleep(0.01)
+    assert recorder.written < 25  # two failed writes: the records wait, with backoff
+    for i in range(25, 30):
+        recorder.submit(Outcome(i, 200, 0.0))
+    await recorder.close()  # writes what is left before returning
+    stored = await UsageRepo(db).all()
+    assert sorted(r.id for r in stored) == sorted(f"id-{i}" for i in range(30))
+    assert recorder.dropped == 0
+    # A batch written twice (a retry after a lost answer) is stored once.
+    await UsageRepo(db).add_many([_usage(1), _usage(2), _usage(99)])
+    assert len(await UsageRepo(db).all()) == 31
+
+
+async def test_a_full_queue_drops_and_counts_instead_of_waiting(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo = Flaky(db, failures=1000)
+    recorder = UsageRecorder(repo, _settle, flush_interval_s=0.01, queue_max=5)
+    await recorder.start()
+    accepted = [recorder.submit(Outcome(i, 200, 0.0)) for i in range(8)]
+    assert accepted == [True] * 5 + [False] * 3 and recorder.dropped == 3
+    assert "usage records dropped" in caplog.text
+    recorder.close_timeout_s = 0.2
+    await recorder.close()  # gives up at its deadline, saying what it could not write
+    assert "unwritten" in caplog.text
+
+
+@pytest.fixture
+def fake() -> Any:
+    up = FakeUpstream("up")
+    yield up
+    up.close()
+
+
+def test_usage_totals_equal_what_clients_were_told(
+    tmp_path: Path, database_url: str, fake: FakeUpstream
+) -> None:
+    server = Server(tmp_path / "home", database_url).start()
+    try:
+        resp = server.http.post(
+            "/api/endpoints",
+            json={
+                "name": "up",
+                "provider": "openai",
+                "model": "m",
+                "options": {"base_url": fake.base_url},
+            },
+        )
+        assert resp.status_code == 201, resp.text
+        # 170 requests a minute: of the 200 below, some are refused at the gateway.
+        key = make_key(server, limits={"rpm": 170})
+        client = server.openai(key.secret)
+        told: list[tuple[str, int, int, int]] = []  # request id, status, prompt, completion
+        lock = threading.Lock()
+
+        def one(i: int) -> None:
+            prompt, tokens = i % 7 + 1, i % 13 + 1
+            words = f"prompt={prompt} tokens={tokens}"
+            kind = i % 10
+            try:
+                if kind in (5, 6):
+                    raw = client.chat.completions.with_raw_response.create(
+                        **chat_body(words, stream=True, stream_options={"include_usage": True})
+                    )
+                    last = list(raw.parse())[-1]
+                    assert last.usage is not None
+                    got = (raw.status_code, last.usage.prompt_tokens, last.usage.completion_tokens)
+                else:
+                    mode = {7: " mode=500", 8: " mode=bad_request", 9: " mode=429"}.get(kind, "")
+                    raw = client.chat.completions.with_raw_response.create(
+                        **chat_body(words + mode)
+                    )
+                    usage = raw.parse().usage
+                    assert usage is not None
+                    got = (raw.status_code, usage.prompt_tokens, usage.completion_tokens)
+                rid = raw.headers["x-request-id"]
+            except openai.APIStatusError as exc:
+                rid, got = exc.response.headers["x-request-id"], (exc.status_code, 0, 0)
+            with lock:
+                told.append((rid, *got))
+
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(one, range(200)))
+        server.stop()  # at once: what is still queued is written on the way out
+    finally:
+        server.close()
+
+    records = usage_records(database_url)
+    assert len(told) == 200
+    assert sorted(r.request_id for r in records) == sorted(t[0] for t in told)
+    assert sum(r.prompt_tokens for r in records) == sum(t[2] for t in told)
+    assert sum(r.completion_tokens for r in records) == sum(t[3] for t in told)
+    statuses = sorted(t[1] for t in told)
+    assert sorted(r.status for r in records) == statuses
+    assert {400, 429, 500} <= set(statuses) and statuses.count(200) >= 100
+    assert not any(r.estimated for r in records)
