@@ -11,6 +11,12 @@ goes first rep by rep, so that a slow spell of a noisy machine hits both:
 - gateway: the load generator → ``modelplane serve`` (an API key in every request, the
   mock registered as an external ``openai`` endpoint) → the mock.
 
+``--observability`` runs one gateway per variant, side by side and measured in turn in
+the same run: ``off`` (``MODELPLANE_METRICS_ENABLED=false``, no tracing), ``metrics``
+(the default configuration: Prometheus metrics, no tracing) and ``on`` (metrics, and
+every request traced and exported over OTLP/HTTP to the mock, which drops the spans);
+``both`` is ``off,on``. Their throughput and CPU per request are compared at the end.
+
 Pinning: the gateway on core 0; the mock and the load generator together on core 1.
 The load generator is ``wrk`` (C, one thread, a Lua script for the POST body) where it
 is installed, else an aiohttp client in this process. Each connection sends its next
@@ -70,12 +76,22 @@ class Point:
 
 @dataclass
 class Cell:
-    """One mode and concurrency: every rep of both sides."""
+    """One mode, concurrency and gateway variant: every rep of both sides."""
 
     stream: bool
     concurrency: int
     direct: list[Point]
     gateway: list[Point]
+    variant: str = "metrics"
+
+
+VARIANTS: dict[str, dict[str, str]] = {
+    "off": {"MODELPLANE_METRICS_ENABLED": "false"},
+    "metrics": {},
+    "on": {"MODELPLANE_OTEL_ENDPOINT": "{mock}"},
+    "all": {"MODELPLANE_OTEL_ENDPOINT": "{mock}", "MODELPLANE_OTEL_SAMPLE_RATIO": "1"},
+}
+"""The gateway's settings per ``--observability`` variant (``{mock}``: the mock's URL)."""
 
 
 def body(stream: bool) -> bytes:
@@ -200,77 +216,107 @@ def wait_until(check: Callable[[], bool], what: str, proc: subprocess.Popen[byte
     raise TimeoutError(f"{what}: not within 60 s")
 
 
-@contextlib.contextmanager
-def servers(home: Path) -> Iterator[tuple[str, str, int]]:
-    """The mock (core 1) and a gateway (core 0) in front of it: direct URL, gateway URL,
-    gateway pid."""
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    direct, gw = (f"http://127.0.0.1:{p}" for p in ports)
-    mock_cmd = [sys.executable, str(HERE / "mock_upstream.py"), "--port", str(ports[0])]
-    gw_cmd = [sys.executable, "-m", "modelplane", "serve", "--port", str(ports[1])]
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def gateway(home: Path, variant: str, direct: str) -> tuple[list[str], dict[str, str], str]:
+    """The command, environment and URL of one variant's ``modelplane serve``."""
+    url = f"http://127.0.0.1:{free_port()}"
+    cmd = [sys.executable, "-m", "modelplane", "serve", "--port", url.rsplit(":", 1)[1]]
     env = os.environ | {
         "MODELPLANE_HOME": str(home),
         "MODELPLANE_ADMIN_KEY": ADMIN_KEY,
         "MODELPLANE_LOG_LEVEL": "WARNING",
         "MODELPLANE_LOG_FORMAT": "json",
     }
-    with (
-        process(mock_cmd, LOAD_CPU, home / "mock.log") as mock,
-        process(gw_cmd, GATEWAY_CPU, home / "gateway.log", env=env) as server,
-    ):
+    env |= {k: v.format(mock=direct) for k, v in VARIANTS[variant].items()}
+    return cmd, env, url
+
+
+def register(gw: str, direct: str, server: subprocess.Popen[bytes]) -> None:
+    """The mock as the gateway's endpoint ``mock``, live once both kinds get through."""
+    wait_until(lambda: call(gw + "/readyz")[0] == 200, "gateway /readyz", server)
+    options = {"base_url": direct + "/v1"}
+    spec = {"name": "mock", "provider": "openai", "model": "mock", "options": options}
+    status, answer = call(gw + "/api/endpoints", json.dumps(spec).encode())
+    if status != 201:
+        raise RuntimeError(f"POST /api/endpoints answered {status}: {answer.decode()[:500]}")
+    wait_until(lambda: call(gw + PATH, body(False))[0] == 200, "route", server)
+    wait_until(lambda: call(gw + PATH, body(True))[0] == 200, "route", server)
+
+
+@contextlib.contextmanager
+def servers(home: Path, variants: list[str]) -> Iterator[tuple[str, dict[str, tuple[str, int]]]]:
+    """The mock (core 1) and one gateway per variant (all on core 0, each with its own
+    home) in front of it: the direct URL, and each variant's gateway URL and pid."""
+    port = free_port()
+    direct = f"http://127.0.0.1:{port}"
+    mock_cmd = [sys.executable, str(HERE / "mock_upstream.py"), "--port", str(port)]
+    with contextlib.ExitStack() as stack:
+        mock = stack.enter_context(process(mock_cmd, LOAD_CPU, home / "mock.log"))
         wait_until(lambda: call(direct + "/v1/models")[0] == 200, "mock upstream", mock)
-        wait_until(lambda: call(gw + "/readyz")[0] == 200, "gateway /readyz", server)
-        options = {"base_url": direct + "/v1"}
-        spec = {"name": "mock", "provider": "openai", "model": "mock", "options": options}
-        status, answer = call(gw + "/api/endpoints", json.dumps(spec).encode())
-        if status != 201:
-            raise RuntimeError(f"POST /api/endpoints answered {status}: {answer.decode()[:500]}")
-        # The endpoint is live once a request of each kind gets through.
-        wait_until(lambda: call(gw + PATH, body(False))[0] == 200, "route", server)
-        wait_until(lambda: call(gw + PATH, body(True))[0] == 200, "route", server)
-        yield direct, gw, server.pid
+        gateways: dict[str, tuple[str, int]] = {}
+        for variant in variants:
+            (home / variant).mkdir()
+            cmd, env, url = gateway(home / variant, variant, direct)
+            log = home / f"gateway-{variant}.log"
+            server = stack.enter_context(process(cmd, GATEWAY_CPU, log, env=env))
+            register(url, direct, server)
+            gateways[variant] = (url, server.pid)
+        yield direct, gateways
 
 
-def measure(args: argparse.Namespace, load: Load, direct: str, gw: str, pid: int) -> list[Cell]:
+def measure(
+    args: argparse.Namespace, load: Load, direct: str, gateways: dict[str, tuple[str, int]]
+) -> list[Cell]:
+    """Each rep measures every side once, the order rotated rep by rep."""
     cells = []
     for stream in args.modes:
         for c in args.concurrency:
             d: list[Point] = []
-            g: list[Point] = []
+            g: dict[str, list[Point]] = {v: [] for v in gateways}
             load(direct, c, args.warmup, stream)
-            load(gw, c, args.warmup, stream)
+            for gw, _ in gateways.values():
+                load(gw, c, args.warmup, stream)
+            sides = ["direct", *gateways]
             for rep in range(args.reps):
-                for side in ("direct", "gateway") if rep % 2 == 0 else ("gateway", "direct"):
+                shift = rep % len(sides)
+                for side in sides[shift:] + sides[:shift]:
                     if side == "direct":
                         d.append(load(direct, c, args.duration, stream))
                         continue
+                    gw, pid = gateways[side]
                     cpu0 = cpu_seconds(pid)
                     point = load(gw, c, args.duration, stream)
                     point.cpu_us = (cpu_seconds(pid) - cpu0) / point.requests * 1e6
-                    g.append(point)
-            cells.append(Cell(stream, c, d, g))
+                    g[side].append(point)
+            cells.extend(Cell(stream, c, d, g[v], v) for v in gateways)
     return cells
 
 
 ROW = (
-    "| {mode} | {concurrency} | {direct_rps:,.0f} | {gateway_rps:,.0f} | {direct_p50_ms:.2f} / "
-    "{direct_p99_ms:.2f} | {gateway_p50_ms:.2f} / {gateway_p99_ms:.2f} | {added_p50_ms:+.2f} / "
-    "{added_p99_ms:+.2f} | {gateway_cpu_us:.0f} |"
+    "| {variant} | {mode} | {concurrency} | {direct_rps:,.0f} | {gateway_rps:,.0f} | "
+    "{direct_p50_ms:.2f} / {direct_p99_ms:.2f} | {gateway_p50_ms:.2f} / {gateway_p99_ms:.2f} | "
+    "{added_p50_ms:+.2f} / {added_p99_ms:+.2f} | {gateway_cpu_us:.0f} |"
 )
 
 
 def report(cells: list[Cell]) -> list[dict[str, Any]]:
-    print("| mode | concurrency | direct rps | gateway rps | direct p50 / p99 ms ", end="")
-    print("| gateway p50 / p99 ms | added p50 / p99 ms | gateway CPU µs/req |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| observability | mode | concurrency | direct rps | gateway rps ", end="")
+    print(
+        "| direct p50 / p99 ms | gateway p50 / p99 ms | added p50 / p99 ms | gateway CPU µs/req |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     rows: list[dict[str, Any]] = []
     for cell in cells:
         d, g = cell.direct, cell.gateway
-        row: dict[str, Any] = {"mode": "stream" if cell.stream else "non-stream"}
+        row: dict[str, Any] = {
+            "variant": cell.variant,
+            "mode": "stream" if cell.stream else "non-stream",
+        }
         row["concurrency"] = cell.concurrency
         for side, points in (("direct", d), ("gateway", g)):
             for k in ("rps", "p50_ms", "p99_ms"):
@@ -281,7 +327,11 @@ def report(cells: list[Cell]) -> list[dict[str, Any]]:
         row["gateway_cpu_us"] = statistics.median(p.cpu_us for p in g)
         rows.append(row)
         print(ROW.format(**row))
-    plain = {r["concurrency"]: r for r in rows if r["mode"] == "non-stream"}
+    compare(rows)
+    first = rows[0]["variant"] if rows else ""
+    plain = {
+        r["concurrency"]: r for r in rows if r["mode"] == "non-stream" and r["variant"] == first
+    }
     if 16 in plain:
         p50, p99 = plain[16]["added_p50_ms"], plain[16]["added_p99_ms"]
         print(
@@ -296,6 +346,27 @@ def report(cells: list[Cell]) -> list[dict[str, Any]]:
             f"({'met' if best >= 2500 else 'MISSED'})"
         )
     return rows
+
+
+def compare(rows: list[dict[str, Any]]) -> None:
+    """Each variant against ``off``: requests/s and CPU per request, cell by cell."""
+    base = {(r["mode"], r["concurrency"]): r for r in rows if r["variant"] == "off"}
+    others = [r for r in rows if r["variant"] != "off" and (r["mode"], r["concurrency"]) in base]
+    if not others:
+        return
+    print("\n| observability | mode | concurrency | rps (off → this) | rps change ", end="")
+    print("| CPU µs/req (off → this) | CPU change |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in others:
+        off = base[r["mode"], r["concurrency"]]
+        rps = r["gateway_rps"] / off["gateway_rps"] - 1
+        cpu = r["gateway_cpu_us"] / off["gateway_cpu_us"] - 1
+        r["rps_vs_off"], r["cpu_vs_off"] = rps, cpu
+        print(
+            f"| {r['variant']} | {r['mode']} | {r['concurrency']} | {off['gateway_rps']:,.0f} → "
+            f"{r['gateway_rps']:,.0f} | {rps:+.1%} | {off['gateway_cpu_us']:.0f} → "
+            f"{r['gateway_cpu_us']:.0f} | {cpu:+.1%} |"
+        )
 
 
 def profile(args: argparse.Namespace, load: Load, gw: str, pid: int) -> None:
@@ -323,16 +394,29 @@ def main() -> None:
         "--profile", type=Path, help="py-spy the gateway (.txt raw, .json speedscope) instead"
     )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument(
+        "--observability",
+        default="metrics",
+        help="gateway variants, comma-separated: off, metrics (the default settings), on "
+        "(metrics + every request traced to an OTLP sink); both = off,on [default: metrics]",
+    )
     args = parser.parse_args()
+    variants = "off,on" if args.observability == "both" else args.observability
+    args.variants = [v.strip() for v in variants.split(",")]
+    if unknown := set(args.variants) - set(VARIANTS):
+        parser.error(f"unknown --observability variant(s): {', '.join(sorted(unknown))}")
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.modes = (False,) if args.no_stream else (False, True)
     if (os.cpu_count() or 1) < 2:
         sys.exit("needs 2 cores: the gateway on one, the mock and the load generator on the other")
     os.sched_setaffinity(0, {LOAD_CPU})  # inherited by the mock and wrk; the gateway moves
-    with tempfile.TemporaryDirectory(prefix="mp-bench-gw-") as tmp, servers(Path(tmp)) as s:
-        direct, gw, pid = s
+    with (
+        tempfile.TemporaryDirectory(prefix="mp-bench-gw-") as tmp,
+        servers(Path(tmp), args.variants) as (direct, gateways),
+    ):
         use_wrk = shutil.which("wrk") is not None and not args.python_load
         load = wrk_load(Path(tmp), args.rate) if use_wrk else python_load(args.rate)
+        gw, pid = next(iter(gateways.values()))
         if args.profile:
             return profile(args, load, gw, pid)
         maps = Path(f"/proc/{pid}/maps").read_text()
@@ -342,11 +426,11 @@ def main() -> None:
         gen = "wrk, 1 thread" if use_wrk else "aiohttp in the benchmark's process"
         pace = f", rate capped at {args.rate:g} requests/s" if args.rate else ", closed loop"
         print(
-            f"`modelplane serve` on core {GATEWAY_CPU} ({libs}); mock upstream and load "
-            f"generator ({gen}{pace}) on core {LOAD_CPU}; {args.duration} s per run after "
-            f"{args.warmup} s of warm-up, median of {args.reps}\n"
+            f"`modelplane serve` ({', '.join(gateways)}) on core {GATEWAY_CPU} ({libs}); mock "
+            f"upstream and load generator ({gen}{pace}) on core {LOAD_CPU}; {args.duration} s "
+            f"per run after {args.warmup} s of warm-up, median of {args.reps}\n"
         )
-        cells = measure(args, load, direct, gw, pid)
+        cells = measure(args, load, direct, gateways)
     rows = report(cells)
     if args.json:
         samples = [asdict(c) for c in cells]

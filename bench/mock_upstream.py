@@ -3,6 +3,8 @@
 ``POST /v1/chat/completions`` answers a fixed ``chat.completion``; with ``"stream": true``
 in the body, a fixed SSE stream (8 content chunks, a finish chunk, ``data: [DONE]``) in
 chunked transfer encoding, one write per frame. ``GET /v1/models`` lists ``mock``.
+``POST /v1/traces`` takes OTLP/HTTP spans and drops them (the tracing side of
+``bench/gateway.py --observability``).
 
 A raw asyncio protocol with hand-written HTTP/1.1 keep-alive (on uvloop where installed),
 so that the baseline costs as little CPU as possible: every microsecond it spends is
@@ -53,6 +55,8 @@ MODELS = _response(
     "200 OK", "application/json", json.dumps({"object": "list", "data": [{"id": MODEL}]}).encode()
 )
 NOT_FOUND = _response("404 Not Found", "application/json", b'{"error": "not found"}')
+# An empty ExportTraceServiceResponse: every span accepted.
+TRACES = _response("200 OK", "application/x-protobuf", b"")
 
 
 def _frames() -> list[bytes]:
@@ -113,6 +117,8 @@ class Upstream(asyncio.Protocol):
                 self.transport.write(COMPLETION)
         elif head.startswith(b"get /v1/models "):
             self.transport.write(MODELS)
+        elif head.startswith(b"post /v1/traces "):
+            self.transport.write(TRACES)
         else:
             self.transport.write(NOT_FOUND)
         if b"\r\nconnection: close" in head:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
@@ -18,6 +18,7 @@ from modelplane.api import (
     errors,
     health,
     keys,
+    metrics,
     routes,
     secrets,
     stats,
@@ -26,10 +27,13 @@ from modelplane.api import (
     v1,
 )
 from modelplane.api.fastpath import KINDS, FastPath
-from modelplane.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from modelplane.api.middleware import BodyLimitMiddleware, RequestIdMiddleware, TracingMiddleware
 from modelplane.api.platform import Platform
 from modelplane.config import Settings
 from modelplane.ui import STATIC
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 
 class ModelplaneApp(FastAPI):
@@ -48,10 +52,13 @@ class ModelplaneApp(FastAPI):
             await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = None) -> FastAPI:
+    """The server's app. ``tracer_provider``: an OpenTelemetry provider of the embedding
+    program's to trace into, instead of the one ``settings.otel_endpoint`` configures."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        platform = await Platform.open(settings)
+        platform = await Platform.open(settings, tracer_provider)
         app.state.platform = platform
         # Everything allocated so far lives as long as the process: keep it out of the
         # garbage collector's full passes, which otherwise stall every in-flight
@@ -82,9 +89,11 @@ def create_app(settings: Settings) -> FastAPI:
         audit.router,
         stats.router,
         health.router,
+        metrics.router,
     ):
         app.include_router(r)
     app.mount("/ui", StaticFiles(directory=STATIC, html=True), name="ui")
+    app.add_middleware(TracingMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

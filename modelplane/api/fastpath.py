@@ -86,10 +86,10 @@ class FastPath:
     async def _serve(
         self, platform: Platform, kind: Kind, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        stats = platform.stats
-        started = stats.timer()
         rid: str = scope["state"]["request_id"]
-        model = ""
+        headers = Headers(scope=scope)
+        # Metrics, the trace, the dashboard's stats and the summary log line, once.
+        obs = platform.observer.begin(kind, scope["path"], rid, headers)
         me = asyncio.current_task()
         assert me is not None
         left = False
@@ -103,20 +103,20 @@ class FastPath:
         watcher: asyncio.Future[None] | None = None
         answering = False  # once the response has started, errors can only end it
         try:
-            headers = Headers(scope=scope)
-            caller = platform.authenticate(headers.get("authorization"))
+            with obs.span("auth"):
+                caller = platform.authenticate(headers.get("authorization"))
+            obs.caller = caller
             if not caller.allows("inference"):
                 raise PermissionDenied(
                     f"this key cannot call models (role {caller.role}, needs 'inference')"
                 )
             body = await _body(receive)
             peeked = peek(body)
-            model = peeked.model
+            obs.model, obs.body = peeked.model, peeked.body
             # The body is read: the next message can only be the client leaving.
             watcher = asyncio.ensure_future(self._disconnect(receive))
             watcher.add_done_callback(gone)
             reply = await platform.proxy.forward(Inbound(kind, body, peeked, rid, headers, caller))
-            label = reply.headers.get("x-modelplane-target") or model
             if reply.stream is None:
                 data = reply.body or b""
                 answering = True
@@ -128,9 +128,9 @@ class FastPath:
                     }
                 )
                 await send({"type": "http.response.body", "body": data})
-                stats.answer(label, model, rid, started, reply.status, data)
+                obs.answer(reply.status, reply.headers, data)
                 return
-            stream = stats.stream(reply.stream, label, model, rid, started)
+            stream = obs.stream(reply.stream, reply.headers)
             answering = True
             await send(
                 {
@@ -144,16 +144,15 @@ class FastPath:
             if not left:
                 raise
             me.uncancel()  # the client went away: nothing is left to answer
-            if model:
-                stats.answer(model, model, rid, started, 499, b"the client closed the connection")
+            obs.left()
         except _Left:
-            pass
+            obs.left()
         except ModelplaneError as exc:
-            stats.failed(model, rid, started, exc)
+            obs.failed(exc)
             if not answering:
                 await error_response(exc, scope["path"])(scope, receive, send)
         except Exception as exc:  # never a stack trace to the client
-            stats.failed(model, rid, started, exc)
+            obs.failed(exc)
             log.error("unexpected %s on %s", type(exc).__name__, scope["path"], exc_info=exc)
             if answering:
                 return
@@ -162,6 +161,7 @@ class FastPath:
             )
             await error_response(err, scope["path"])(scope, receive, send)
         finally:
+            obs.close()
             if watcher is not None:
                 watcher.remove_done_callback(gone)
                 watcher.cancel()

@@ -8,6 +8,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelplane.api.errors import error_response
 from modelplane.errors import PayloadTooLarge
+from modelplane.telemetry import tracing
 from modelplane.telemetry.logging import request_id_var
 
 
@@ -74,3 +75,49 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, bounded, send)
+
+
+class TracingMiddleware:
+    """One SERVER span per control-plane call (``/api/...``), named after the route that
+    served it (``GET /api/endpoints/{name}``), a child of the caller's ``traceparent``.
+    Without tracing it costs a prefix check and an attribute read."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        platform = getattr(scope["app"].state, "platform", None)
+        traces: tracing.Tracing | None = platform.tracing if platform is not None else None
+        tracer = traces.tracer if traces is not None else None
+        headers = {}
+        if traces is not None and tracer is not None:
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        if traces is None or tracer is None or not traces.sampled(headers):
+            await self.app(scope, receive, send)
+            return
+        rid = scope.get("state", {}).get("request_id", "")
+        span, tokens = tracing.start_request(tracer, headers, rid, scope["path"], scope["method"])
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        except BaseException as exc:
+            tracing.fail(span, exc)
+            raise
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or scope["path"]
+            span.update_name(f"{scope['method']} {template}")
+            span.set_attribute("http.route", template)
+            tracing.end_status(span, status)
+            span.end()
+            tracing.detach(tokens)

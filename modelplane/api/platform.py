@@ -10,11 +10,13 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modelplane import coord
 from modelplane.config import Settings
 from modelplane.control.audit import AuditLog
 from modelplane.control.endpoints import EndpointService
+from modelplane.control.gauges import Gauges
 from modelplane.control.governance import Governance
 from modelplane.control.jwt import JwtAuth, looks_like_jwt
 from modelplane.control.keys import KeyService
@@ -29,9 +31,18 @@ from modelplane.gateway.routes import RouteTable
 from modelplane.identity import Caller
 from modelplane.runtimes import registry as runtimes
 from modelplane.store.db import Database
+from modelplane.telemetry.metrics import Metrics
+from modelplane.telemetry.requests import Observer
 from modelplane.telemetry.stats import RequestStats
+from modelplane.telemetry.tracing import Tracing
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger(__name__)
+
+METRICS_SAMPLE_S = 1.0
+"""How often the replica and queue gauges are refreshed."""
 
 
 @contextlib.asynccontextmanager
@@ -64,13 +75,52 @@ class Platform:
     """Bearer JWTs from an OIDC issuer, when ``settings.jwt`` is set."""
     stats: RequestStats = field(default_factory=RequestStats)
     """Live request statistics of this process, for the dashboard."""
+    metrics: Metrics | None = None
+    """Prometheus metrics (None: ``metrics_enabled`` is off)."""
+    tracing: Tracing = field(default_factory=Tracing)
+    observer: Observer = field(init=False)
+    """Records each /v1 request: stats, metrics, its trace's root span, the access log."""
+    gauges: Gauges | None = None
 
     def __post_init__(self) -> None:
         self.audit = AuditLog(self.db)
+        self.observer = Observer(self.stats)
+
+    def _observe(self) -> None:
+        """Wire the recorders to the tables that name what they record."""
+        self.observer = Observer(
+            self.stats,
+            self.metrics,
+            self.tracing,
+            route_of=self._route_of,
+            team_of=self.teams.name_of,
+            log_prompts=self._log_prompts,
+            access_log=self.settings.access_log,
+        )
+        self.proxy.metrics = self.metrics
+        self.proxy.tracer = self.tracing.tracer
+        if self.metrics is not None:
+            self.gauges = Gauges(
+                self.metrics, self.reconciler, self.router, self.governance, self.teams
+            )
+            self.gauges.start(METRICS_SAMPLE_S)
+
+    def _route_of(self, model: str) -> str | None:
+        route = self.proxy.routes.lookup(model)
+        return route.name if route is not None else None
+
+    def _log_prompts(self, endpoint: str) -> bool:
+        ep = self.reconciler.endpoints.get(endpoint)
+        return ep is not None and ep.options.get("log_prompts") is True
 
     @classmethod
-    async def open(cls, settings: Settings) -> Platform:
+    async def open(
+        cls, settings: Settings, tracer_provider: TracerProvider | None = None
+    ) -> Platform:
+        """Open everything; ``tracer_provider`` replaces the one ``otel_endpoint``
+        would configure (its owner shuts it down)."""
         settings.home.mkdir(parents=True, exist_ok=True)
+        metrics = Metrics() if settings.metrics_enabled else None
         db = Database(settings.sqlalchemy_url)
         keys = KeyService(db, settings.cache_refresh_interval_s)
         preset = settings.admin_key.get_secret_value() if settings.admin_key else None
@@ -90,6 +140,7 @@ class Platform:
             start_timeout_s=settings.replica_start_timeout_s,
             health_interval_s=settings.health_interval_s,
             backoff_max_s=settings.restart_backoff_max_s,
+            on_restart=metrics.restarted if metrics is not None else None,
         )
         reconciler = Reconciler(
             db,
@@ -123,7 +174,7 @@ class Platform:
             timeout_s=settings.upstream_timeout_s,
             cache=ResponseCache(shared.cache),
             secrets=secrets.get,
-            governor=governance.gatekeeper,
+            governor=governance.gatekeeper if settings.governance_enabled else None,
         )
         endpoints = EndpointService(reconciler, teams, routes)
         jwt_auth = None
@@ -146,6 +197,14 @@ class Platform:
             new_admin,
         )
         platform.jwt = jwt_auth
+        platform.metrics = metrics
+        platform.tracing = Tracing.configure(
+            settings.otel_endpoint,
+            settings.otel_service_name,
+            settings.otel_sample_ratio,
+            tracer_provider,
+        )
+        platform._observe()
         return platform
 
     def authenticate(self, authorization: str | None) -> Caller:
@@ -158,6 +217,8 @@ class Platform:
         return self.keys.authenticate(authorization)
 
     async def close(self) -> None:
+        if self.gauges is not None:
+            await self.gauges.close()
         if self.jwt is not None:
             await self.jwt.close()
         await self.governance.close()
@@ -170,3 +231,4 @@ class Platform:
         await self.reconciler.runtime.close()
         await self.keys.close()
         await self.db.close()
+        self.tracing.close()

@@ -20,8 +20,9 @@ class _Strict(BaseModel):
 
 
 def _check_balancing(options: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The gateway's own options (``balancing``, ``queue``, ``limits``, ``price``) are
-    checked here; the engine's are checked by the engine when the endpoint is written."""
+    """The gateway's own options (``balancing``, ``queue``, ``limits``, ``price``,
+    ``log_prompts``) are checked here; the engine's are checked by the engine when the
+    endpoint is written."""
     for name, parse in (
         ("balancing", BalancingConfig.parse),
         ("queue", QueueConfig.model_validate),
@@ -34,6 +35,8 @@ def _check_balancing(options: dict[str, Any] | None) -> dict[str, Any] | None:
             except ValidationError as exc:
                 where, why = first_invalid(exc.errors())
                 raise ValueError(f"{name}.{where}: {why}" if where else f"{name}: {why}") from None
+    if options and not isinstance(options.get("log_prompts", False), bool):
+        raise ValueError("log_prompts: must be true or false")
     return options
 
 

@@ -21,6 +21,7 @@ from modelplane.config import Settings
 from modelplane.control.keys import BOOTSTRAP
 from modelplane.errors import first_invalid
 from modelplane.telemetry.logging import configure
+from modelplane.telemetry.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 
 console = Console()
 
@@ -103,6 +104,12 @@ def serve(host: Host = None, port: Port = None, workers: Workers = None) -> None
         MODELPLANE_PORT=str(settings.port),
         MODELPLANE_WORKERS=str(settings.workers),
     )
+    if settings.metrics_enabled:
+        # Every worker writes its metrics to files here (prometheus_client reads the
+        # variable when a worker imports it), and /metrics of any worker adds them up.
+        metrics_dir = settings.home / "metrics"
+        prepare_multiprocess_dir(metrics_dir)
+        os.environ[MULTIPROC_ENV] = str(metrics_dir)
     uvicorn.run(
         "modelplane.api.app:create_app_from_env",
         factory=True,

@@ -77,9 +77,11 @@ class Subjects:
         return scope == "team" or caller.role == "team_admin"
 
     async def all(self) -> dict[tuple[str, str], Subject]:
-        """Every key and team, by (scope, id): names for messages and views."""
+        """Every key and team, by (scope, id): names for messages and views. Read from
+        the database, not the team snapshot, which may not have caught up with a team
+        created through another process a moment ago."""
         out: dict[tuple[str, str], Subject] = {
-            ("team", t.id): Subject("team", t.id, t.name, t.id) for t in self.teams.by_id.values()
+            ("team", t.id): Subject("team", t.id, t.name, t.id) for t in await self.teams.repo.all()
         }
         for k in await self.keys.all():
             out["key", k.id] = Subject("key", k.id, k.name, k.team_id)

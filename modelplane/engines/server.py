@@ -1,8 +1,9 @@
 """The OpenAI-compatible HTTP server around any ``Engine`` (one model per process).
 
 Routes: ``/v1/chat/completions`` and ``/v1/completions`` (JSON or SSE), ``/v1/models``,
-``/health``. The server answers for whatever ``model`` a request names: the gateway
-routes by endpoint name and the replica serves exactly one model.
+``/health``, ``/metrics`` (Prometheus, see ``engines/metrics.py``). The server answers
+for whatever ``model`` a request names: the gateway routes by endpoint name and the
+replica serves exactly one model.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from modelplane.asgi import until_disconnect
 from modelplane.engines.base import Delta, Engine, GenerateRequest, TokenLogprob
+from modelplane.engines.metrics import CONTENT_TYPE, EngineMetrics
 from modelplane.engines.schemas import ChatCompletionRequest, CompletionRequest
 from modelplane.errors import (
     InvalidRequest,
@@ -181,31 +183,57 @@ def create_engine_app(engine: Engine) -> FastAPI:
             await engine.close()
 
     app = FastAPI(title="modelplane engine", lifespan=lifespan, docs_url=None, redoc_url=None)
+    metrics = EngineMetrics(engine.health)
 
     @app.exception_handler(ModelplaneError)
     async def _modelplane_error(request: Request, exc: ModelplaneError) -> Response:
+        started = getattr(request.state, "started", None)
+        if started is not None:
+            kind = "chat" if request.url.path.endswith("/chat/completions") else "completion"
+            metrics.observe(kind, exc.status, time.perf_counter() - started)
         return _error_response(exc)
 
     async def serve(
         request: Request, req: GenerateRequest, shape: _Shape, stream: bool, include_usage: bool
     ) -> Response:
+        started: float = request.state.started
         deltas = engine.generate(req)
         if stream:
             # Pull the first delta before answering, so errors found before generation
             # (bad schema, context too long, queue full) get a proper status code.
             first = await anext(aiter(deltas), None)
+            ttft = time.perf_counter() - started
+
+            def done(last: Delta | None, status: int) -> None:
+                prompt, completion = (
+                    (last.prompt_tokens, last.completion_tokens) if last else (0, 0)
+                )
+                elapsed = time.perf_counter() - started
+                metrics.observe(req.kind, status, elapsed, ttft, prompt, completion)
+
             return StreamingResponse(
-                _stream(shape, first, deltas, include_usage),
+                _stream(shape, first, deltas, include_usage, done),
                 media_type="text/event-stream",
                 headers={"cache-control": "no-cache"},
             )
         finished, body = await until_disconnect(request.receive, _collect(shape, deltas))
-        if not finished:
+        if not finished or body is None:
+            metrics.observe(req.kind, 499, time.perf_counter() - started)
             return Response(status_code=499)
+        usage = body["usage"]
+        elapsed = time.perf_counter() - started
+        metrics.observe(
+            req.kind, 200, elapsed, None, usage["prompt_tokens"], usage["completion_tokens"]
+        )
         return Response(_dumps(body), media_type="application/json")
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
+        request.state.started = time.perf_counter()
         r = await parse(request, ChatCompletionRequest)
         try:
             messages = tuple(m.plain() for m in r.messages)
@@ -223,6 +251,7 @@ def create_engine_app(engine: Engine) -> FastAPI:
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
+        request.state.started = time.perf_counter()
         r = await parse(request, CompletionRequest)
         req = GenerateRequest(
             kind="completion",
@@ -267,24 +296,37 @@ async def _collect(shape: _Shape, deltas: AsyncIterator[Delta]) -> dict[str, Any
 
 
 async def _stream(
-    shape: _Shape, first: Delta | None, deltas: AsyncIterator[Delta], include_usage: bool
+    shape: _Shape,
+    first: Delta | None,
+    deltas: AsyncIterator[Delta],
+    include_usage: bool,
+    done: Callable[[Delta | None, int], None] | None = None,
 ) -> AsyncIterator[bytes]:
+    """The SSE frames of a stream; ``done`` gets the last delta and the status (499: the
+    client left first) when it ends."""
     head = shape.first_chunk()
     # The role chunk and the first token leave in one write: one less hop per proxy.
     pending = _sse(head) if head is not None else b""
+    last, status = None, 499
     try:
         d = first
         while d is not None:
+            last = d
             out = pending + _sse(shape.chunk(d))
             pending = b""
             if d.finish_reason is not None:
                 if include_usage:
                     out += _sse(shape.usage_chunk(d))
+                status = 200
                 yield out + b"data: [DONE]\n\n"
                 return
             yield out
             d = await anext(deltas, None)
+        status = 200
     except ModelplaneError as exc:
+        status = exc.status
         yield pending + _sse(openai_envelope(exc)) + b"data: [DONE]\n\n"
     finally:
         await deltas.aclose()  # type: ignore[attr-defined]
+        if done is not None:
+            done(last, status)

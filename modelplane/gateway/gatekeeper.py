@@ -6,8 +6,8 @@ Admission, in order, and what each costs on the request path:
 1. Budgets of the caller's key and team: a dictionary lookup each (spend is kept in
    memory, see :mod:`~modelplane.gateway.budgets`).
 2. Rate limits of the key, the team and the endpoint (:mod:`~modelplane.gateway.limits`):
-   one counter operation per configured limit (a Redis round trip each with Redis).
-   Nothing at all when none is configured.
+   one atomic step for all their request and token counters (one Redis round trip with
+   Redis), plus one per concurrency limit. Nothing at all when none is configured.
 
 Which endpoint's limits apply is decided before the route picks a target, so it is
 the route's first target with a weight above 0: for an endpoint's own name (the
@@ -261,7 +261,7 @@ class Gatekeeper:
             used = None
             if outcome.tail is not None:
                 used = parse_usage(outcome.tail)
-                status = 499 if outcome.left else stream_status(outcome.tail)
+                status = stream_status(outcome.tail, left=outcome.left)
             elif outcome.body is not None:
                 used = parse_usage(outcome.body)
             if used is None:

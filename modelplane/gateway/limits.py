@@ -8,7 +8,7 @@ atomic script. Requests and tokens are counted over a sliding minute.
 Tokens are counted before the answer is known, so a request is charged an estimate
 when it is admitted: its body's length in bytes / 4 (about four bytes per token in
 English JSON) plus the ``max_tokens`` (or ``max_completion_tokens``) it asks for. When
-the answer's ``usage`` arrives, the difference is settled (:meth:`Grant.settle`): a
+the answer's ``usage`` arrives, the difference is settled (:meth:`Limiter.settle`): a
 request that used less gives the rest back, one that used more is charged the
 difference (which may push later requests over the limit); a failed request gives
 back its whole estimate.

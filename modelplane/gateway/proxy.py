@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from opentelemetry.trace import Span, Tracer
 
 from modelplane.errors import (
     InvalidRequest,
@@ -37,6 +38,8 @@ from modelplane.identity import Caller
 from modelplane.providers import registry as providers
 from modelplane.providers.base import Call, Kind, Provider, Reply, Target
 from modelplane.store.records import Endpoint
+from modelplane.telemetry import tracing
+from modelplane.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +119,11 @@ def resolve_credentials(
 
 
 class Proxy:
-    """Forwards over one pooled, keep-alive aiohttp session shared by all upstreams.
-
-    aiohttp rather than httpx here: its C HTTP parser costs a fraction of the CPU per
-    streamed chunk, and on a small machine that CPU is taken from the model's decode
-    threads (see bench/README.md).
+    """Forwards through providers. The OpenAI-compatible one (local replicas included)
+    keeps its own keep-alive HTTP/1.1 pool (``providers/http1.py``); the translating
+    providers share pooled aiohttp sessions, one per route connect timeout. Both parse
+    HTTP in C, which matters on a small machine where gateway CPU is taken from the
+    model's decode threads (see bench/README.md).
     """
 
     def __init__(
@@ -132,6 +135,8 @@ class Proxy:
         cache: ResponseCache | None = None,
         secrets: Callable[[str], str | None] | None = None,
         governor: Governor | None = None,
+        metrics: Metrics | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.router = router
         self.routes = routes
@@ -139,6 +144,9 @@ class Proxy:
         self.cache = cache
         self.secrets = secrets
         self.governor: Governor = governor or Open()
+        self.metrics = metrics
+        self.tracer = tracer
+        """Spans of routing, admission, each upstream attempt (None: tracing is off)."""
         self._sessions: dict[float, aiohttp.ClientSession] = {}
 
     def session(self, connect_s: float = 5.0) -> aiohttp.ClientSession:
@@ -159,6 +167,7 @@ class Proxy:
     async def close(self) -> None:
         for session in self._sessions.values():
             await session.close()
+        await providers.close_all()
 
     def upstream(self, name: str) -> tuple[Provider, Target]:
         """An external endpoint's provider and address, for control-plane calls."""
@@ -189,16 +198,20 @@ class Proxy:
         return stream
 
     async def forward(self, req: Inbound) -> Reply:
-        route = self.routes.resolve(req.peeked.model)
-        if not req.caller.can_read(route.owner):
-            raise ModelNotFound(req.peeked.model)  # another team's: as if it did not exist
-        permit = await self.governor.admit(req, route)
+        with tracing.span(self.tracer, "route"):
+            route = self.routes.resolve(req.peeked.model)
+            if not req.caller.can_read(route.owner):
+                raise ModelNotFound(req.peeked.model)  # another team's: as if it did not exist
+        with tracing.span(self.tracer, "limits"):
+            permit = await self.governor.admit(req, route)
         try:
             reply = await self._serve(req, route)
         except BaseException as exc:
-            permit.fail(exc)
+            with tracing.span(self.tracer, "usage.record"):
+                permit.fail(exc)
             raise
-        return permit.complete(reply)
+        with tracing.span(self.tracer, "usage.record"):
+            return permit.complete(reply)
 
     async def _serve(self, req: Inbound, route: ResolvedRoute) -> Reply:
         spec = route.spec
@@ -206,6 +219,8 @@ class Proxy:
         if self.cache is not None and self._cache_wanted(route, req.headers):
             cache_key = self.cache.key(route.name, req.kind, req.peeked.body)
             hit = await self.cache.get(cache_key)
+            if self.metrics is not None:
+                self.metrics.cache_lookup(route.name, hit is not None)
             if hit is not None:
                 stream = self.cache.replay(hit) if hit.stream else None
                 body = None if hit.stream else hit.body
@@ -218,7 +233,9 @@ class Proxy:
         elif spec.sticky == "user" and isinstance(req.peeked.body.get("user"), str):
             sticky = req.peeked.body["user"]
         last: Failure | None = None
-        for name in route.chain(sticky):
+        for i, name in enumerate(route.chain(sticky)):
+            if i and self.metrics is not None:
+                self.metrics.fallback(route.name, name)
             outcome = await self._target(route, name, req, deadline)
             if isinstance(outcome, Reply):
                 outcome.headers = {**outcome.headers, "x-modelplane-target": name}
@@ -284,6 +301,8 @@ class Proxy:
                 )
                 if loop.time() + delay >= deadline:
                     break
+                if self.metrics is not None:
+                    self.metrics.retry(ep.name)
                 await asyncio.sleep(delay)
             pending = frozenset(tried)
             if tried and not self.router.candidates(ep, pending):
@@ -303,6 +322,8 @@ class Proxy:
             outcome = await self._attempt(route, ep, provider, url, req, deadline)
             if isinstance(outcome, Reply):
                 return outcome
+            if self.metrics is not None:
+                self.metrics.upstream_error(ep.name, outcome.kind)
             last = outcome
             if outcome.kind == "context_length" or loop.time() >= deadline:
                 break
@@ -325,6 +346,7 @@ class Proxy:
             deadline if timeouts.ttft_s is None else min(deadline, loop.time() + timeouts.ttft_s)
         )
         released = False
+        span: Span | None = None
         try:
             target = Target(
                 url + "/v1" if ep.provider is None else url,
@@ -332,6 +354,10 @@ class Proxy:
                 resolve_credentials(ep, self.secrets) if ep.provider else {},
             )
             model = ep.model if ep.provider else req.peeked.model
+            if self.tracer is None or not tracing.traced():
+                headers = {h: req.headers[h] for h in PROPAGATE if h in req.headers}
+            else:  # the upstream joins the trace as a child of this attempt
+                span, headers = tracing.upstream_span(self.tracer, ep.name, url)
             call = Call(
                 req.kind,
                 req.body,
@@ -339,7 +365,7 @@ class Proxy:
                 model,
                 req.peeked.stream,
                 req.request_id,
-                {h: req.headers[h] for h in PROPAGATE if h in req.headers},
+                headers,
             )
             started = loop.time()
             try:
@@ -351,11 +377,17 @@ class Proxy:
                             first = await anext(reply.stream)
                         except StopAsyncIteration:
                             first = b""
-            except TimeoutError:
+                        if span is not None:
+                            span.add_event("first_token")
+            except TimeoutError as exc:
+                if span is not None:
+                    tracing.fail(span, exc)
                 self._failed(url, ep.name, "timeout")
                 total = first_by >= deadline
                 return Failure("timeout", error=self._timeout(route, total=total))
             except (aiohttp.ClientError, OSError) as exc:
+                if span is not None:
+                    tracing.fail(span, exc)
                 self._failed(url, ep.name, type(exc).__name__)
                 return Failure(
                     "connect",
@@ -364,6 +396,8 @@ class Proxy:
                     ),
                 )
             self.router.observe(url, loop.time() - started)
+            if span is not None:
+                tracing.end_status(span, reply.status)
             failure = self._classify(reply, url, ep.name)
             if failure is not None:
                 if reply.stream is not None:
@@ -371,12 +405,14 @@ class Proxy:
                 return failure
             self.router.outliers.success(url)
             if reply.stream is not None:
-                reply.stream = self._hold(url, first or b"", reply.stream, deadline, route)
-                released = True  # the stream releases the slot when it ends
+                reply.stream = self._hold(url, first or b"", reply.stream, deadline, route, span)
+                released = True  # the stream releases the slot (and ends the span) when it ends
             return reply
         finally:
             if not released:
                 self.router.release(url)
+                if span is not None:
+                    span.end()
 
     def _classify(self, reply: Reply, url: str, name: str) -> Failure | None:
         status = reply.status
@@ -399,6 +435,7 @@ class Proxy:
         rest: AsyncIterator[bytes],
         deadline: float,
         route: ResolvedRoute,
+        span: Span | None = None,
     ) -> AsyncIterator[bytes]:
         """Relay the rest of a stream, releasing the replica slot when it ends (or the
         client leaves), and ending it with an error event at the route's deadline."""
@@ -422,6 +459,8 @@ class Proxy:
                 await rest.aclose()  # type: ignore[attr-defined]
             finally:
                 self.router.release(url)
+                if span is not None:
+                    span.end()
 
     def _timeout(self, route: ResolvedRoute, *, total: bool) -> UpstreamTimeout:
         t = route.spec.timeouts

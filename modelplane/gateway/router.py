@@ -196,6 +196,12 @@ class Router:
                 return url
             front = True
 
+    def waiting(self) -> dict[str, int]:
+        """Requests waiting for a slot, per endpoint (those with a queue in use)."""
+        return {
+            name: len(p.waiters) for name, p in self._policies.items() if p.queue.max_concurrency
+        }
+
     def release(self, url: str) -> None:
         name = self._endpoint_of.get(url)
         left = self.outstanding.get(url, 1) - 1

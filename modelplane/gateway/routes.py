@@ -153,11 +153,15 @@ class RouteTable:
         self._seen = (routes, endpoints)
 
     def resolve(self, model: str) -> ResolvedRoute:
-        self._rebuild()
-        route = self._by_name.get(model)
+        route = self.lookup(model)
         if route is None:
             raise ModelNotFound(model)
         return route
+
+    def lookup(self, model: str) -> ResolvedRoute | None:
+        """The route a public name (or alias) stands for, or ``None``."""
+        self._rebuild()
+        return self._by_name.get(model)
 
     def names(self, readable: Callable[[Owned], bool]) -> list[str]:
         """Public names whose route ``readable`` accepts (the caller's view)."""

@@ -46,6 +46,7 @@ TAIL_BYTES = 8192
 
 _USAGE = b'"usage"'
 _ERROR_EVENT = re.compile(rb'data: ?\{\s*"error"\s*:\s*\{')
+_DONE = re.compile(rb"data: ?\[DONE\]\s*\Z")
 _TEXT = (b'"content":"', b'"content": "', b'"text":"', b'"text": "')
 _EMPTY = (b'"content":""', b'"content": ""', b'"text":""', b'"text": ""')
 _decoder = json.JSONDecoder()
@@ -102,13 +103,16 @@ def answer_text_tokens(body: bytes) -> int:
     return chars // 4
 
 
-def stream_status(tail: bytes) -> int:
-    """A 200 stream that ended with an error event failed after all: 504 for a
-    timeout, 502 otherwise."""
+def stream_status(tail: bytes, *, left: bool = False) -> int:
+    """The status a 200 stream really ended with: 504 or 502 when it ended with an error
+    event (a timeout, another failure); 499 when its client left before the end (a
+    client that read ``data: [DONE]`` and hung up before the upstream closed did not)."""
     match = _ERROR_EVENT.search(tail)
-    if match is None:
-        return 200
-    return 504 if b"upstream_timeout" in tail[match.start() :] else 502
+    if match is not None:
+        return 504 if b"upstream_timeout" in tail[match.start() :] else 502
+    if left and _DONE.search(tail) is None:
+        return 499
+    return 200
 
 
 @dataclass(slots=True)

@@ -7,8 +7,9 @@ through as bytes; the others translate both ways.
 
 The contract the gateway relies on, for every provider:
 
-- Transport failures surface as ``aiohttp.ClientError`` or ``TimeoutError``; the
-  gateway decides whether to retry or fall back.
+- Transport failures surface as ``aiohttp.ClientError``, ``OSError`` (the ``http1``
+  client raises ``ConnectionError``) or ``TimeoutError``; the gateway decides whether to
+  retry or fall back.
 - Upstream HTTP errors come back as a ``Reply`` with the upstream status and an OpenAI
   error envelope as the body. A prompt that does not fit the model's context gets
   ``code: "context_length_exceeded"`` (status 400) whatever the upstream called it, and

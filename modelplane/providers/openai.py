@@ -2,7 +2,9 @@
 server, LM Studio, Together… and modelplane's own engine replicas.
 
 Bodies and SSE frames pass through as bytes. The body is re-encoded only when the
-upstream knows the model by another name than the client used.
+upstream knows the model by another name than the client used. Requests go through the
+provider's own keep-alive pool (``http1.Http1Pool``), the gateway's hottest path; only
+``models()`` uses the aiohttp session it is given.
 
 Options: ``api_key_header`` (default ``authorization``, sent as ``Bearer <key>``; Azure
 wants ``api-key``), ``query`` (e.g. ``{"api-version": "2024-10-21"}`` for Azure),
@@ -11,17 +13,18 @@ wants ``api-key``), ``query`` (e.g. ``{"api-version": "2024-10-21"}`` for Azure)
 
 from __future__ import annotations
 
-import functools
+import asyncio
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
 import aiohttp
 import yarl
 
 from modelplane.providers.base import PATHS, Call, Kind, Reply, Target
+from modelplane.providers.http1 import Http1Pool, Http1Response
 from modelplane.providers.wire import envelope, error_message, error_reply, passed_headers, sse
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,10 @@ class OpenAIProvider:
     name: ClassVar[str] = "openai"
     default_base_url: ClassVar[str] = "https://api.openai.com/v1"
     kinds: ClassVar[frozenset[Kind]] = frozenset({"chat", "completions", "embeddings"})
+
+    def __init__(self) -> None:
+        self._pool: Http1Pool | None = None
+        self._prepared: dict[tuple[Any, ...], _Prepared] = {}
 
     def _headers(self, target: Target, call: Call) -> dict[str, str]:
         headers = {"content-type": "application/json"}
@@ -49,9 +56,27 @@ class OpenAIProvider:
         body = call.body
         if call.obj.get("model") != call.model:
             body = json.dumps({**call.obj, "model": call.model}).encode()
-        url = _url(target.base_url, call.kind)
-        resp: aiohttp.ClientResponse | None = await session.post(
-            url, data=body, headers=self._headers(target, call), params=target.options.get("query")
+        prep = self._prepare(target, call.kind)
+        headers = [(b"content-type", b"application/json")] if prep.content_type else []
+        if "x-request-id" not in prep.names and _is_uuid(call.request_id):
+            # Some servers (llama_cpp.server) refuse any other x-request-id with a 400.
+            headers.append((b"x-request-id", call.request_id.encode()))
+        for name, value in call.headers.items():
+            if name.lower() not in prep.names:
+                headers.append((name.encode("latin-1"), value.encode()))
+        headers += prep.headers
+        # The gateway keeps one aiohttp session per connect timeout: the timeout is read
+        # from it, so that the Provider signature stays the same for every provider.
+        timeout = session.timeout
+        pool = self._pool
+        if pool is None or pool.loop is not asyncio.get_running_loop():
+            pool = self._pool = Http1Pool()
+        resp: Http1Response | None = await pool.request(
+            "POST",
+            prep.url,
+            headers,
+            body,
+            connect_timeout=timeout.sock_connect or timeout.connect or timeout.total,
         )
         try:
             assert resp is not None
@@ -67,6 +92,31 @@ class OpenAIProvider:
             if resp is not None:
                 resp.release()
 
+    async def close(self) -> None:
+        """Close the upstream connections; a later request opens new ones."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    def _prepare(self, target: Target, kind: Kind) -> _Prepared:
+        """The URL and static headers of one upstream, built once: per-request header and
+        URL work is a visible share of the gateway's CPU."""
+        opts = target.options
+        key = (
+            target.base_url,
+            kind,
+            target.credentials.get("api_key"),
+            opts.get("api_key_header"),
+            _frozen(opts.get("headers")),
+            _frozen(opts.get("query")),
+        )
+        prep = self._prepared.get(key)
+        if prep is None:
+            if len(self._prepared) >= 1024:
+                self._prepared.clear()
+            prep = self._prepared[key] = _Prepared(target, kind)
+        return prep
+
     async def models(self, session: aiohttp.ClientSession, target: Target) -> list[str]:
         url = target.base_url.rstrip("/") + "/models"
         headers = self._headers(target, Call("chat", b"", {}, "", False, uuid.uuid4().hex))
@@ -77,11 +127,30 @@ class OpenAIProvider:
         return [m["id"] for m in data.get("data", []) if isinstance(m, dict) and "id" in m]
 
 
-@functools.lru_cache(maxsize=1024)
-def _url(base_url: str, kind: Kind) -> yarl.URL:
-    """Parsed once per upstream and kind: URL parsing is a visible share of the gateway's
-    per-request CPU."""
-    return yarl.URL(base_url.rstrip("/") + PATHS[kind].removeprefix("/v1"))
+class _Prepared:
+    """What every request to one upstream and kind shares: the URL (with ``query``) and
+    the headers from the options and the API key, which win over the request's own."""
+
+    __slots__ = ("content_type", "headers", "names", "url")
+
+    def __init__(self, target: Target, kind: Kind) -> None:
+        url = yarl.URL(target.base_url.rstrip("/") + PATHS[kind].removeprefix("/v1"))
+        query = target.options.get("query")
+        if query:
+            url = url.update_query({str(k): str(v) for k, v in query.items()})
+        self.url = str(url)  # a str: the pool's parse of it is cached
+        static = {str(k).lower(): str(v) for k, v in (target.options.get("headers") or {}).items()}
+        key = target.credentials.get("api_key")
+        if key:
+            name = str(target.options.get("api_key_header") or "authorization").lower()
+            static[name] = f"Bearer {key}" if name == "authorization" else key
+        self.names = frozenset(static)
+        self.content_type = "content-type" not in static
+        self.headers = [(k.encode("latin-1"), v.encode()) for k, v in static.items()]
+
+
+def _frozen(value: Mapping[str, Any] | None) -> tuple[tuple[str, str], ...] | None:
+    return tuple(sorted((str(k), str(v)) for k, v in value.items())) if value else None
 
 
 def _is_uuid(value: str) -> bool:
@@ -109,11 +178,11 @@ def _error(status: int, body: bytes, headers: dict[str, str]) -> Reply:
     return Reply(status, "application/json", body, None, headers)
 
 
-async def _relay(resp: aiohttp.ClientResponse, request_id: str) -> AsyncIterator[bytes]:
+async def _relay(resp: Http1Response, request_id: str) -> AsyncIterator[bytes]:
     try:
-        async for chunk in resp.content.iter_any():
+        async for chunk in resp.iter_chunks():
             yield chunk
-    except (TimeoutError, aiohttp.ClientError) as exc:
+    except (TimeoutError, OSError) as exc:
         log.warning("request %s: upstream stream broke (%s)", request_id, type(exc).__name__)
         yield sse(
             {

@@ -33,6 +33,15 @@ def get(name: str) -> Provider:
     return provider
 
 
+async def close_all() -> None:
+    """Close what the providers created so far hold open (connection pools); a provider
+    that is used again afterwards opens new ones."""
+    for provider in list(_providers.values()):
+        close = getattr(provider, "close", None)
+        if close is not None:  # a str (not imported yet) has none
+            await close()
+
+
 register("openai", "modelplane.providers.openai:OpenAIProvider")
 register("ollama", "modelplane.providers.ollama:OllamaProvider")
 register("anthropic", "modelplane.providers.anthropic:AnthropicProvider")

@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 10.0
 LOG_ROTATE_BYTES = 10 * 1024 * 1024
+# The server's metrics files (``serve --workers``) are no business of a replica's.
+CHILD_ENV_DROPPED = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -95,6 +98,7 @@ class _Supervisor:
                     stdout=logf,
                     stderr=logf,
                     start_new_session=True,
+                    env={k: v for k, v in os.environ.items() if k not in CHILD_ENV_DROPPED},
                 )
             r.pid = self.proc.pid
             if await self._wait_ready():
@@ -107,6 +111,8 @@ class _Supervisor:
             r.last_error = self._why()
             self._set(ReplicaStatus.FAILED)
             r.restarts += 1
+            if self.rt.on_restart is not None:
+                self.rt.on_restart(r.endpoint)
             log.warning(
                 "replica %s/%d failed (%s); restarting in %.1fs",
                 r.endpoint,
@@ -202,8 +208,11 @@ class LocalRuntime:
         start_timeout_s: float = 120.0,
         health_interval_s: float = 2.0,
         backoff_max_s: float = 30.0,
+        on_restart: Callable[[str], None] | None = None,
     ) -> None:
         self.home = home
+        self.on_restart = on_restart
+        """Called with the endpoint's name each time one of its replicas is restarted."""
         self.engine_threads = engine_threads
         self.start_timeout_s = start_timeout_s
         self.health_interval_s = health_interval_s

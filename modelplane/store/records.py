@@ -42,7 +42,7 @@ UNSHARED = Owned()
 """The platform's, shared with no team: only admins see it."""
 
 
-GATEWAY_OPTIONS = frozenset({"balancing", "queue", "limits", "price"})
+GATEWAY_OPTIONS = frozenset({"balancing", "queue", "limits", "price", "log_prompts"})
 """Endpoint options that the gateway reads; every other option goes to the engine."""
 
 

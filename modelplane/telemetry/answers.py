@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 
 _USAGE = b'"completion_tokens":'
+_PROMPT = b'"prompt_tokens":'
+_NUMBER = re.compile(rb"\s*(\d{1,12})")
 _DONE = b"data: [DONE]\n\n"
 # Inside a JSON string a quote is escaped, so generated text cannot look like these.
 _ERROR = (b'"error":{', b'"error": {')
@@ -16,14 +19,20 @@ _ERROR = (b'"error":{', b'"error": {')
 
 def completion_tokens(data: bytes) -> int:
     """The last ``"completion_tokens":N`` in ``data``; 0 when there is none."""
-    at = data.rfind(_USAGE)
+    return _last_number(data, _USAGE)
+
+
+def prompt_tokens(data: bytes) -> int:
+    """The last ``"prompt_tokens":N`` in ``data``; 0 when there is none."""
+    return _last_number(data, _PROMPT)
+
+
+def _last_number(data: bytes, key: bytes) -> int:
+    at = data.rfind(key)
     if at < 0:
         return 0
-    digits = data[at + len(_USAGE) : at + len(_USAGE) + 12].lstrip()
-    end = 0
-    while end < len(digits) and 48 <= digits[end] <= 57:
-        end += 1
-    return int(digits[:end]) if end else 0
+    found = _NUMBER.match(data, at + len(key))
+    return int(found.group(1)) if found else 0
 
 
 def error_message(body: bytes) -> str:
@@ -36,6 +45,33 @@ def error_message(body: bytes) -> str:
     return str(message)
 
 
+def answer_text(body: bytes) -> str | None:
+    """The text of a whole chat or completion answer (for prompt logging only)."""
+    try:
+        choice = json.loads(body)["choices"][0]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+    text = (choice.get("message") or {}).get("content", choice.get("text"))
+    return text if isinstance(text, str) else None
+
+
+def stream_text(data: bytes) -> str:
+    """The text of the SSE frames in ``data`` joined (for prompt logging only)."""
+    parts = []
+    for line in data.split(b"\n"):
+        if not line.startswith(b"data: {"):
+            continue
+        try:
+            choices = json.loads(line[6:]).get("choices") or [{}]
+        except ValueError:
+            continue
+        choice = choices[0]
+        text = (choice.get("delta") or {}).get("content", choice.get("text"))
+        if isinstance(text, str):
+            parts.append(text)
+    return "".join(parts)
+
+
 def stream_error(chunk: bytes) -> tuple[int, str]:
     """The status a stream that ended with the error event in ``chunk`` stands for
     (504 for a timeout, else 502), and the event's message."""
@@ -45,10 +81,10 @@ def stream_error(chunk: bytes) -> tuple[int, str]:
     return status, error_message(event.split(b"\n", 1)[0])
 
 
-Done = Callable[[float | None, int, bytes], None]
+Done = Callable[[float | None, int, bytes, int], None]
 """Called once when a watched stream ends: the timer's reading at the first chunk (None
-without one), the completion tokens, and the end of the stream if it is an error event
-(else b"")."""
+without one), the completion tokens, the end of the stream if it is an error event
+(else b""), and the prompt tokens of its usage chunk (0 without one)."""
 
 
 class Watched:
@@ -109,4 +145,4 @@ class Watched:
         usage = completion_tokens(tail)
         tokens = usage or self._chunks - (self._last == _DONE)
         error = tail if _ERROR[0] in tail or _ERROR[1] in tail else b""
-        self._done(self._first, tokens, error)
+        self._done(self._first, tokens, error, prompt_tokens(tail) if usage else 0)

@@ -1,6 +1,10 @@
 """Structured logs: JSON lines for machines, short lines for a terminal.
 
 Every record carries the request id of the request being served, when there is one.
+A record may carry structured fields (``extra={"fields": {...}}``, as the per-request
+summary lines of ``modelplane.access`` do): they become keys of the JSON line, or
+``key=value`` pairs after the message in a terminal. Anything shaped like a key or a
+bearer token is blanked in every line, whatever wrote it.
 """
 
 from __future__ import annotations
@@ -33,6 +37,29 @@ class _Redacting(logging.Formatter):
         return redact(super().format(record))
 
 
+def _plain(value: object) -> str:
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str) and value and " " not in value and '"' not in value:
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+class ConsoleFormatter(_Redacting):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            pairs = " ".join(
+                f"{k}={_plain(v)}" for k, v in fields.items() if v is not None and k != "request_id"
+            )
+            line = redact(f"{line} {pairs}")
+        return line
+
+
 class JsonFormatter(_Redacting):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, object] = {
@@ -45,9 +72,12 @@ class JsonFormatter(_Redacting):
         rid = request_id_var.get()
         if rid:
             out["request_id"] = rid
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            out.update(fields)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return redact(json.dumps(out, ensure_ascii=False))
+        return redact(json.dumps(out, ensure_ascii=False, default=str))
 
 
 def configure(fmt: str = "auto", level: str = "INFO") -> None:
@@ -57,9 +87,7 @@ def configure(fmt: str = "auto", level: str = "INFO") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(
-            _Redacting("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
-        )
+        handler.setFormatter(ConsoleFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -143,14 +143,28 @@ class RequestStats:
     ) -> AsyncIterator[bytes]:
         """``chunks`` passed through, recorded when they end (or the client leaves)."""
 
-        def done(first: float | None, tokens: int, error: bytes) -> None:
-            status, message = stream_error(error) if error else (200, "")
-            ttft = None if first is None else first - started
-            self.record(label, status, self.timer() - started, ttft, tokens)
-            if error:
-                self.add_error(model, label, status, message, request_id)
+        def done(first: float | None, tokens: int, error: bytes, prompt: int) -> None:
+            self.streamed(label, model, request_id, started, first, tokens, error)
 
         return Watched(chunks, self.timer, done)
+
+    def streamed(
+        self,
+        label: str,
+        model: str,
+        request_id: str,
+        started: float,
+        first: float | None,
+        tokens: int,
+        error: bytes,
+    ) -> int:
+        """A stream that ended (what ``stream`` records); returns its status."""
+        status, message = stream_error(error) if error else (200, "")
+        ttft = None if first is None else first - started
+        self.record(label, status, self.timer() - started, ttft, tokens)
+        if error:
+            self.add_error(model, label, status, message, request_id)
+        return status
 
     def add_error(
         self, model: str, endpoint: str | None, status: int, message: str, request_id: str

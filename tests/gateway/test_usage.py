@@ -66,6 +66,9 @@ def test_estimates_without_usage() -> None:
     assert stream_status(broken) == 502
     late = b'data: {"error": {"message": "x", "code": "upstream_timeout"}}\n\n'
     assert stream_status(late) == 504
+    # A client that hangs up after [DONE] got everything; one that hangs up before, not.
+    assert stream_status(chunk("m", "a") + b"data: [DONE]\n\n", left=True) == 200
+    assert stream_status(chunk("m", "a"), left=True) == 499
 
 
 def _usage(i: int) -> Usage:

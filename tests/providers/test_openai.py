@@ -181,11 +181,21 @@ async def test_client_chosen_request_id(llama_server: str, session: aiohttp.Clie
     assert (await PROVIDER.send(session, target(llama_server), call)).status == 200
 
 
+async def test_closed_provider_opens_new_connections(
+    llama_server: str, session: aiohttp.ClientSession
+) -> None:
+    provider = OpenAIProvider()
+    for _ in range(2):
+        reply = await provider.send(session, target(llama_server), make_call(question(), "smollm2"))
+        assert completion(reply).choices
+        await provider.close()
+
+
 async def test_unreachable_upstream_raises_for_the_gateway(
     session: aiohttp.ClientSession,
 ) -> None:
     where = Target(f"http://127.0.0.1:{free_port()}/v1", {}, {"api_key": KEY})
-    with pytest.raises(aiohttp.ClientConnectionError):
+    with pytest.raises(ConnectionError):  # an OSError, as the gateway expects
         await PROVIDER.send(session, where, make_call(question(), "smollm2"))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from modelplane.telemetry.logging import JsonFormatter, redact
+from modelplane.telemetry.logging import ConsoleFormatter, JsonFormatter, redact
 
 
 def test_bearer_tokens_and_keys_are_redacted() -> None:
@@ -35,3 +35,20 @@ def test_json_lines_redact_messages_and_tracebacks() -> None:
     line = JsonFormatter().format(record)
     assert secret not in line
     assert json.loads(line)["msg"] == "call with [redacted]"
+
+
+def test_structured_fields_become_keys_or_pairs() -> None:
+    fields = {
+        "request_id": "r1",
+        "status": 200,
+        "team": None,
+        "model": "a b",
+        "key": "mp-" + "y" * 40,
+    }
+    record = logging.LogRecord("modelplane.access", logging.INFO, __file__, 1, "done", (), None)
+    record.fields = fields
+    line = json.loads(JsonFormatter().format(record))
+    assert line["status"] == 200 and line["team"] is None and line["request_id"] == "r1"
+    assert line["key"] == "[redacted]"
+    console = ConsoleFormatter().format(record)
+    assert console.endswith('done status=200 model="a b" key=[redacted]')

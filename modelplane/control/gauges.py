@@ -1,0 +1,78 @@
+"""The metrics that describe state rather than events, refreshed from the services:
+replicas per local endpoint (ready, desired), requests waiting in the gateway per
+endpoint, and how much of each budget is spent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from modelplane.control.governance import Governance
+from modelplane.control.reconciler import Reconciler
+from modelplane.control.teams import TeamService
+from modelplane.gateway.router import Router
+from modelplane.runtimes.base import ReplicaStatus
+from modelplane.telemetry.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class Gauges:
+    def __init__(
+        self,
+        metrics: Metrics,
+        reconciler: Reconciler,
+        router: Router,
+        governance: Governance,
+        teams: TeamService,
+    ) -> None:
+        self.metrics = metrics
+        self.reconciler = reconciler
+        self.router = router
+        self.governance = governance
+        self.teams = teams
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, interval_s: float) -> None:
+        self._task = asyncio.create_task(self._loop(interval_s), name="metrics gauges")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self, interval_s: float) -> None:
+        while True:
+            try:
+                self.sample()
+            except Exception:
+                log.exception("refreshing the replica and queue gauges failed")
+            await asyncio.sleep(interval_s)
+
+    def sample(self) -> None:
+        """Replicas and queues: cheap, from memory, every second."""
+        runtime = self.reconciler.runtime
+        replicas = {}
+        for ep in self.reconciler.endpoints.values():
+            if ep.provider is None:
+                ready = sum(r.status == ReplicaStatus.READY for r in runtime.replicas(ep.name))
+                replicas[ep.name] = (ready, ep.replicas)
+        self.metrics.set_replicas(replicas)
+        self.metrics.set_waiting(self.router.waiting())
+        self.metrics.registry.forget_dead()
+
+    async def budgets(self) -> None:
+        """Spend over the hard budget (else the soft one) of every budget. Called when
+        ``/metrics`` is scraped: reading spend may take a Redis round trip per budget."""
+        spend = self.governance.gatekeeper.spend
+        used: dict[tuple[str, str], float] = {}
+        for (scope, subject), rule in list(self.governance.budgets.rules.items()):
+            limit = rule.budget.hard_usd or rule.budget.soft_usd
+            if not limit:
+                continue
+            status = await spend.status(rule)
+            name = (self.teams.name_of(subject) or subject) if scope == "team" else subject
+            used[scope, name] = status.spent_usd / limit
+        self.metrics.set_budgets(used)
