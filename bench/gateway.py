@@ -90,6 +90,8 @@ VARIANTS: dict[str, dict[str, str]] = {
     "metrics": {},
     "on": {"MODELPLANE_OTEL_ENDPOINT": "{mock}"},
     "all": {"MODELPLANE_OTEL_ENDPOINT": "{mock}", "MODELPLANE_OTEL_SAMPLE_RATIO": "1"},
+    # Governance (rate limits, budgets, usage records) off; auth and tenancy stay on.
+    "ungoverned": {"MODELPLANE_GOVERNANCE_ENABLED": "false"},
 }
 """The gateway's settings per ``--observability`` variant (``{mock}``: the mock's URL)."""
 
@@ -239,7 +241,11 @@ def gateway(home: Path, variant: str, direct: str) -> tuple[list[str], dict[str,
 def register(gw: str, direct: str, server: subprocess.Popen[bytes]) -> None:
     """The mock as the gateway's endpoint ``mock``, live once both kinds get through."""
     wait_until(lambda: call(gw + "/readyz")[0] == 200, "gateway /readyz", server)
-    options = {"base_url": direct + "/v1"}
+    # A price and limits (high enough never to refuse) so that a governed gateway does
+    # all its per-request work: limit counters, cost, a usage record.
+    price = {"input_per_1m": 0.15, "output_per_1m": 0.6}
+    limits = {"rpm": 10**9, "tpm": 10**12}
+    options = {"base_url": direct + "/v1", "price": price, "limits": limits}
     spec = {"name": "mock", "provider": "openai", "model": "mock", "options": options}
     status, answer = call(gw + "/api/endpoints", json.dumps(spec).encode())
     if status != 201:
@@ -273,7 +279,7 @@ def measure(
     args: argparse.Namespace, load: Load, direct: str, gateways: dict[str, tuple[str, int]]
 ) -> list[Cell]:
     """Each rep measures every side once, the order rotated rep by rep."""
-    cells = []
+    cells: list[Cell] = []
     for stream in args.modes:
         for c in args.concurrency:
             d: list[Point] = []
@@ -304,7 +310,7 @@ ROW = (
 )
 
 
-def report(cells: list[Cell]) -> list[dict[str, Any]]:
+def report(cells: list[Cell], baseline: str = "off") -> list[dict[str, Any]]:
     print("| observability | mode | concurrency | direct rps | gateway rps ", end="")
     print(
         "| direct p50 / p99 ms | gateway p50 / p99 ms | added p50 / p99 ms | gateway CPU µs/req |"
@@ -325,9 +331,10 @@ def report(cells: list[Cell]) -> list[dict[str, Any]]:
             added = (getattr(b, k) - getattr(a, k) for a, b in zip(d, g, strict=True))
             row[f"added_{k}"] = statistics.median(added)
         row["gateway_cpu_us"] = statistics.median(p.cpu_us for p in g)
+        row["reps"] = [(p.rps, p.cpu_us) for p in g]  # in rep order, for paired comparisons
         rows.append(row)
         print(ROW.format(**row))
-    compare(rows)
+    compare(rows, baseline)
     first = rows[0]["variant"] if rows else ""
     plain = {
         r["concurrency"]: r for r in rows if r["mode"] == "non-stream" and r["variant"] == first
@@ -348,24 +355,29 @@ def report(cells: list[Cell]) -> list[dict[str, Any]]:
     return rows
 
 
-def compare(rows: list[dict[str, Any]]) -> None:
-    """Each variant against ``off``: requests/s and CPU per request, cell by cell."""
-    base = {(r["mode"], r["concurrency"]): r for r in rows if r["variant"] == "off"}
-    others = [r for r in rows if r["variant"] != "off" and (r["mode"], r["concurrency"]) in base]
+def compare(rows: list[dict[str, Any]], baseline: str = "off") -> None:
+    """Each variant against ``baseline``: requests/s, CPU per request and median latency,
+    cell by cell."""
+    base = {(r["mode"], r["concurrency"]): r for r in rows if r["variant"] == baseline}
+    others = [r for r in rows if r["variant"] != baseline and (r["mode"], r["concurrency"]) in base]
     if not others:
         return
-    print("\n| observability | mode | concurrency | rps (off → this) | rps change ", end="")
-    print("| CPU µs/req (off → this) | CPU change |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(f"\n| variant | mode | concurrency | rps ({baseline} → this) | rps change ", end="")
+    print(f"| CPU µs/req ({baseline} → this) | CPU change | p50 ms ({baseline} → this) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in others:
         off = base[r["mode"], r["concurrency"]]
-        rps = r["gateway_rps"] / off["gateway_rps"] - 1
-        cpu = r["gateway_cpu_us"] / off["gateway_cpu_us"] - 1
+        # Paired: each rep measured both back to back, so a slow spell of a shared host
+        # hits both; the change is the median of the reps' own changes.
+        pairs = list(zip(off["reps"], r["reps"], strict=True))
+        rps = statistics.median(b[0] / a[0] for a, b in pairs) - 1
+        cpu = statistics.median(b[1] / a[1] for a, b in pairs) - 1
         r["rps_vs_off"], r["cpu_vs_off"] = rps, cpu
         print(
             f"| {r['variant']} | {r['mode']} | {r['concurrency']} | {off['gateway_rps']:,.0f} → "
             f"{r['gateway_rps']:,.0f} | {rps:+.1%} | {off['gateway_cpu_us']:.0f} → "
-            f"{r['gateway_cpu_us']:.0f} | {cpu:+.1%} |"
+            f"{r['gateway_cpu_us']:.0f} | {cpu:+.1%} | {off['gateway_p50_ms']:.3f} → "
+            f"{r['gateway_p50_ms']:.3f} ({r['gateway_p50_ms'] - off['gateway_p50_ms']:+.3f}) |"
         )
 
 
@@ -398,7 +410,11 @@ def main() -> None:
         "--observability",
         default="metrics",
         help="gateway variants, comma-separated: off, metrics (the default settings), on "
-        "(metrics + every request traced to an OTLP sink); both = off,on [default: metrics]",
+        "(metrics + every request traced to an OTLP sink), ungoverned (no limits, budgets or "
+        "usage records); both = off,on [default: metrics]",
+    )
+    parser.add_argument(
+        "--baseline", default="off", help="the variant others are compared with [default: off]"
     )
     args = parser.parse_args()
     variants = "off,on" if args.observability == "both" else args.observability
@@ -431,7 +447,7 @@ def main() -> None:
             f"per run after {args.warmup} s of warm-up, median of {args.reps}\n"
         )
         cells = measure(args, load, direct, gateways)
-    rows = report(cells)
+    rows = report(cells, args.baseline)
     if args.json:
         samples = [asdict(c) for c in cells]
         args.json.write_text(json.dumps({"rows": rows, "samples": samples}, indent=2) + "\n")

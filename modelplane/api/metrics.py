@@ -26,6 +26,7 @@ async def metrics(p: PlatformDep, request: Request) -> Response:
             raise PermissionDenied(f"reading metrics needs the 'read' scope (role {caller.role})")
     if p.gauges is not None:
         await p.gauges.budgets()
+    p.metrics.flush()
     # In multiprocess mode this reads every worker's files: off the event loop.
     body = await asyncio.to_thread(p.metrics.render)
     return Response(body, media_type=CONTENT_TYPE)

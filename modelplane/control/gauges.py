@@ -1,6 +1,7 @@
 """The metrics that describe state rather than events, refreshed from the services:
 replicas per local endpoint (ready, desired), requests waiting in the gateway per
-endpoint, and how much of each budget is spent."""
+endpoint, and how much of each budget is spent. The same loop flushes the request
+metrics once a second, so that other workers' scrapes see them."""
 
 from __future__ import annotations
 
@@ -52,7 +53,9 @@ class Gauges:
             await asyncio.sleep(interval_s)
 
     def sample(self) -> None:
-        """Replicas and queues: cheap, from memory, every second."""
+        """Replicas and queues: cheap, from memory, every second; and the requests
+        recorded since the last flush written out."""
+        self.metrics.flush()
         runtime = self.reconciler.runtime
         replicas = {}
         for ep in self.reconciler.endpoints.values():

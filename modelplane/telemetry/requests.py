@@ -122,7 +122,7 @@ class InFlight:
         self.root: Span | None = None
         self.tokens: tracing.Tokens | None = None
         if obs.metrics is not None:
-            obs.metrics.inflight.inc()
+            obs.metrics.in_flight += 1
         if obs.tracer is not None and obs.tracing.sampled(headers):
             self.root, self.tokens = tracing.start_request(obs.tracer, headers, request_id, path)
 
@@ -227,19 +227,10 @@ class InFlight:
         team = obs.team_of(team_id)
         m = obs.metrics
         if m is not None:
-            m.inflight.dec()
+            m.in_flight -= 1
             # A requested name that is no route is the client's word: never a label.
-            s = m.series(self.kind, route or (OTHER if self.model else None), endpoint, team)
-            s.status(status).inc()
-            s.duration.observe(elapsed)
-            if ttft is not None:
-                s.ttft.observe(ttft)
-                if completion > 1:
-                    s.tpot.observe((elapsed - ttft) / (completion - 1))
-            if prompt:
-                s.prompt.inc(prompt)
-            if completion:
-                s.completion.inc(completion)
+            label = route or (OTHER if self.model else None)
+            m.request(self.kind, label, endpoint, team, status, elapsed, ttft, completion, prompt)
         root = self.root
         if root is not None:
             root.set_attribute("modelplane.model", self.model)

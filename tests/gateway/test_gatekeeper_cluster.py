@@ -134,3 +134,28 @@ def test_a_teams_hard_budget_stops_it_on_both_processes(pair: tuple[Server, Serv
     assert total["errors"] == total["requests"] - 2
     budget = b.http.get(f"/api/budgets/team/{team}").json()
     assert budget["spent_usd"] == pytest.approx(0.05) and budget["hard_exceeded"]
+
+
+def test_a_revoked_key_is_refused_by_both_processes_within_two_seconds(
+    pair: tuple[Server, Server],
+) -> None:
+    a, b = pair
+    key = make_key(a)
+    for server in (a, b):
+        eventually(
+            lambda s=server: s.openai(key.secret).models.list() is not None,
+            timeout=10,
+            what="the key to work everywhere",
+        )
+    assert a.http.delete(f"/api/keys/{key.id}").status_code == 200
+    revoked_at = time.monotonic()
+
+    def refused(server: Server) -> bool:
+        try:
+            server.openai(key.secret).models.list()
+        except openai.AuthenticationError:
+            return True
+        return False
+
+    eventually(lambda: refused(a) and refused(b), timeout=5, interval=0.05, what="refusal")
+    assert time.monotonic() - revoked_at <= 2.0
