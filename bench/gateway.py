@@ -91,7 +91,8 @@ VARIANTS: dict[str, dict[str, str]] = {
     "on": {"MODELPLANE_OTEL_ENDPOINT": "{mock}"},
     "all": {"MODELPLANE_OTEL_ENDPOINT": "{mock}", "MODELPLANE_OTEL_SAMPLE_RATIO": "1"},
     # Governance (rate limits, budgets, usage records) off; auth and tenancy stay on.
-    "ungoverned": {"MODELPLANE_GOVERNANCE_ENABLED": "false"},
+    # Compare with ``off`` (metrics off too) to see governance alone.
+    "ungoverned": {"MODELPLANE_GOVERNANCE_ENABLED": "false", "MODELPLANE_METRICS_ENABLED": "false"},
 }
 """The gateway's settings per ``--observability`` variant (``{mock}``: the mock's URL)."""
 

@@ -172,7 +172,7 @@ class Settings(BaseSettings):
     is traced as its sampled flag says, so a request can always ask to be traced). A
     traced request costs the gateway about 0.5 ms of CPU (the OpenTelemetry SDK: six
     spans and their export); one that is not costs nothing measurable. At ``1`` the
-    gateway's throughput halves against a microsecond upstream (bench/README.md)."""
+    gateway's throughput more than halves against a microsecond upstream (bench/README.md)."""
 
     @model_validator(mode="after")
     def _production_needs_a_real_secret(self) -> Settings:

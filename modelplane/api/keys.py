@@ -53,6 +53,13 @@ async def revoke(key_id: str, p: PlatformDep, who: WriteDep) -> dict[str, Any]:
     return _view(p, k)
 
 
+@router.post("/{key_id}/rotate")
+async def rotate(key_id: str, p: PlatformDep, who: WriteDep) -> dict[str, Any]:
+    """A new secret for the key, shown once; the old one stops working."""
+    new = await p.keys.rotate(who, key_id)
+    return {**_view(p, new.key), "key": new.secret}
+
+
 def _view(p: Platform, k: ApiKey) -> dict[str, Any]:
     limits = p.governance.limits.view("key", k.id)
     return {**key_view(k, p.teams.name_of(k.team_id)), "limits": limits}

@@ -63,3 +63,15 @@ def revoke(key_id: str, url: BaseUrl = None, api_key: ApiKeyOpt = None) -> None:
     except ModelplaneAPIError as exc:
         raise fail(exc) from None
     console.print(f"revoked key {key_id}")
+
+
+@app.command()
+def rotate(key_id: str, url: BaseUrl = None, api_key: ApiKeyOpt = None) -> None:
+    """Give a key a new secret (printed once); the old secret stops working."""
+    try:
+        with client(url, api_key) as c:
+            k = c.rotate_key(key_id)
+    except ModelplaneAPIError as exc:
+        raise fail(exc) from None
+    console.print(f"rotated key [bold]{k['name']}[/] (id {k['id']})")
+    console.print(k["key"], highlight=False, soft_wrap=True)

@@ -217,6 +217,27 @@ class KeyService:
         await self.reload()
         return revoked
 
+    async def rotate(self, caller: Caller, key_id: str) -> NewKey:
+        """A new secret for the same key (id, name, role, team, limits, budget): the old
+        secret stops working on every server within about a second."""
+        if not caller.allows("write"):
+            raise PermissionDenied("rotating keys needs a key with the 'write' scope")
+        key = await self.repo.get(key_id)
+        if key is None or not self._visible(caller, key):
+            raise NotFound(f"no API key with id '{key_id}'")
+        if key.revoked_at is not None:
+            raise InvalidRequest(f"key '{key_id}' is revoked; create a new one", param="key_id")
+        token = mint()
+        async with self.db.transaction():
+            rotated = await self.repo.rotate(key_id, token[:10], hash_key(token))
+            if rotated is None:
+                raise NotFound(f"no API key with id '{key_id}'")
+            await self.audit.record(
+                caller, "key.rotate", "key", key_id, _audited(key), _audited(rotated), key.team_id
+            )
+        await self.reload()
+        return NewKey(rotated, token)
+
     async def bootstrap_admin(self, path: Path, preset: str | None = None) -> str | None:
         """On first start (no keys at all): mint an admin key, write it to ``path`` with
         mode 0600 and return it, so the caller can print it once."""

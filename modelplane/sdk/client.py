@@ -116,6 +116,11 @@ class Client:
         )
         return result
 
+    def rotate_key(self, key_id: str) -> dict[str, Any]:
+        """A new secret for the key (in ``"key"``); the old one stops working."""
+        result: dict[str, Any] = self._call("POST", f"/api/keys/{key_id}/rotate")
+        return result
+
     def revoke_key(self, key_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call("DELETE", f"/api/keys/{key_id}")
         return result

@@ -146,6 +146,16 @@ class KeyRepo:
                 await _bump(s, "keys")
             return _key(row)
 
+    async def rotate(self, key_id: str, prefix: str, key_hash: str) -> ApiKey | None:
+        """Give a live key a new secret; the old one stops working."""
+        async with self.db.session() as s:
+            row = await s.get(ApiKeyRow, key_id)
+            if row is None or row.revoked_at is not None:
+                return None
+            row.prefix, row.key_hash = prefix, key_hash
+            await _bump(s, "keys")
+            return _key(row)
+
     async def count(self) -> int:
         return len(await self.all())
 

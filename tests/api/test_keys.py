@@ -162,3 +162,22 @@ def test_bad_options_on_update_change_nothing(shared_server: Server) -> None:
     after = shared_server.endpoint("smollm2")
     assert after["generation"] == before["generation"]
     assert after["options"] == before["options"]
+
+
+def test_rotating_a_key_replaces_its_secret_and_keeps_the_key(shared_server: Server) -> None:
+    made = shared_server.http.post("/api/keys", json={"name": "rotating"}).json()
+    old = made["key"]
+    assert shared_server.openai(old).models.list() is not None
+    rotated = shared_server.http.post(f"/api/keys/{made['id']}/rotate")
+    assert rotated.status_code == 200
+    new = rotated.json()["key"]
+    assert new != old and rotated.json()["id"] == made["id"]
+    assert rotated.json()["prefix"] == new[:10]
+    assert shared_server.openai(new).models.list() is not None
+    with pytest.raises(openai.AuthenticationError):
+        shared_server.openai(old).models.list()
+    events = shared_server.http.get("/api/audit", params={"action": "key.rotate"}).json()
+    assert old not in str(events) and new not in str(events)
+    assert shared_server.http.post("/api/keys/nope/rotate").status_code == 404
+    shared_server.http.delete(f"/api/keys/{made['id']}")
+    assert shared_server.http.post(f"/api/keys/{made['id']}/rotate").status_code == 400

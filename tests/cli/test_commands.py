@@ -50,6 +50,10 @@ def test_keys_commands(shared_server: Server) -> None:
     key_id = created.stdout.split("(id ")[1].split(",")[0]
     listed = run(shared_server, "keys", "list")
     assert "cli-bot" in listed.stdout and secret not in listed.stdout
+    rotated = run(shared_server, "keys", "rotate", key_id)
+    assert rotated.returncode == 0, rotated.stderr
+    fresh = next(w for w in rotated.stdout.split() if w.startswith("mp-"))
+    assert fresh != secret
     revoked = run(shared_server, "keys", "revoke", key_id)
     assert revoked.returncode == 0, revoked.stderr
     assert "revoked" in run(shared_server, "keys", "list").stdout
