@@ -13,9 +13,12 @@ goes first rep by rep, so that a slow spell of a noisy machine hits both:
 
 ``--observability`` runs one gateway per variant, side by side and measured in turn in
 the same run: ``off`` (``MODELPLANE_METRICS_ENABLED=false``, no tracing), ``metrics``
-(the default configuration: Prometheus metrics, no tracing) and ``on`` (metrics, and
-every request traced and exported over OTLP/HTTP to the mock, which drops the spans);
-``both`` is ``off,on``. Their throughput and CPU per request are compared at the end.
+(the default configuration: Prometheus metrics, no tracing), ``on`` (metrics, and
+tracing exported over OTLP/HTTP to the mock, which drops the spans, at the default
+sample ratio), ``all`` (the same, every request traced) and ``logged`` (``metrics`` at
+the default log level, INFO, with its summary line per request; every other variant
+logs at WARNING); ``both`` is ``off,on``. Their throughput and CPU per request are
+compared at the end.
 
 Pinning: the gateway on core 0; the mock and the load generator together on core 1.
 The load generator is ``wrk`` (C, one thread, a Lua script for the POST body) where it
@@ -90,6 +93,8 @@ VARIANTS: dict[str, dict[str, str]] = {
     "metrics": {},
     "on": {"MODELPLANE_OTEL_ENDPOINT": "{mock}"},
     "all": {"MODELPLANE_OTEL_ENDPOINT": "{mock}", "MODELPLANE_OTEL_SAMPLE_RATIO": "1"},
+    # The default log level: one access line per request (the others run at WARNING).
+    "logged": {"MODELPLANE_LOG_LEVEL": "INFO"},
     # Governance (rate limits, budgets, usage records) off; auth and tenancy stay on.
     # Compare with ``off`` (metrics off too) to see governance alone.
     "ungoverned": {"MODELPLANE_GOVERNANCE_ENABLED": "false", "MODELPLANE_METRICS_ENABLED": "false"},
@@ -411,8 +416,9 @@ def main() -> None:
         "--observability",
         default="metrics",
         help="gateway variants, comma-separated: off, metrics (the default settings), on "
-        "(metrics + every request traced to an OTLP sink), ungoverned (no limits, budgets or "
-        "usage records); both = off,on [default: metrics]",
+        "(metrics + tracing to an OTLP sink at the default ratio), all (every request "
+        "traced), logged (log level INFO: an access line per request), ungoverned (no "
+        "limits, budgets or usage records); both = off,on [default: metrics]",
     )
     parser.add_argument(
         "--baseline", default="off", help="the variant others are compared with [default: off]"

@@ -18,6 +18,9 @@ from modelplane.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+KEYS = "_max"
+"""The ``name`` of the key budgets' gauge: the highest ratio among them."""
+
 
 class Gauges:
     def __init__(
@@ -67,15 +70,19 @@ class Gauges:
         self.metrics.registry.forget_dead()
 
     async def budgets(self) -> None:
-        """Spend over the hard budget (else the soft one) of every budget. Called when
-        ``/metrics`` is scraped: reading spend may take a Redis round trip per budget."""
+        """Spend over the hard budget (else the soft one) of every budget: per team, and
+        the highest of the keys' under ``name="_max"`` (keys are never labels). Called
+        when ``/metrics`` is scraped: reading spend may take a Redis round trip per
+        budget."""
         spend = self.governance.gatekeeper.spend
         used: dict[tuple[str, str], float] = {}
         for (scope, subject), rule in list(self.governance.budgets.rules.items()):
             limit = rule.budget.hard_usd or rule.budget.soft_usd
             if not limit:
                 continue
-            status = await spend.status(rule)
-            name = (self.teams.name_of(subject) or subject) if scope == "team" else subject
-            used[scope, name] = status.spent_usd / limit
+            ratio = (await spend.status(rule)).spent_usd / limit
+            if scope == "team":
+                used[scope, self.teams.name_of(subject) or subject] = ratio
+            else:
+                used[scope, KEYS] = max(ratio, used.get((scope, KEYS), 0.0))
         self.metrics.set_budgets(used)

@@ -1,1 +1,3 @@
-"""Logs now; metrics and traces join here."""
+"""Logs (``logging``), Prometheus metrics (``metrics``), OpenTelemetry traces
+(``tracing``), the dashboard's live statistics (``stats``), and what one request
+records in each of them (``requests``)."""

@@ -89,7 +89,10 @@ without one), the completion tokens, the end of the stream if it is an error eve
 
 class Watched:
     """Passes a stream through untouched and calls ``done`` once, when the stream ends,
-    fails, is closed, or is dropped unfinished (its client left).
+    fails, is closed, or is dropped unfinished (its client left). A chunk that ends with
+    ``data: [DONE]`` ends it too, before that chunk is handed on: a client stops reading
+    at ``[DONE]``, and what it asks next (``/api/stats``, ``/metrics``) must find this
+    request counted.
 
     Per chunk it only counts and keeps a reference (the work is microseconds per token
     otherwise): tokens come from the usage chunk at the end when the client asked for
@@ -97,7 +100,7 @@ class Watched:
     looked for in the last two chunks only, which is where a stream ends with one.
     """
 
-    __slots__ = ("_chunks", "_done", "_first", "_last", "_prev", "_stream", "_timer")
+    __slots__ = ("_chunks", "_done", "_ended", "_first", "_last", "_prev", "_stream", "_timer")
 
     def __init__(
         self, stream: AsyncIterator[bytes], timer: Callable[[], float], done: Done
@@ -108,6 +111,7 @@ class Watched:
         self._first: float | None = None
         self._chunks = 0
         self._prev = self._last = b""
+        self._ended = False
 
     def __aiter__(self) -> Watched:
         return self
@@ -124,10 +128,12 @@ class Watched:
             self._first = self._timer()
         self._chunks += 1
         self._prev, self._last = self._last, chunk
+        if chunk.endswith(_DONE):
+            self._end()
         return chunk
 
     async def aclose(self) -> None:
-        stream = self._stream
+        stream, self._stream = self._stream, None
         self._end()
         aclose = getattr(stream, "aclose", None)
         if aclose is not None:
@@ -138,9 +144,9 @@ class Watched:
             self._end()
 
     def _end(self) -> None:
-        if self._stream is None:
+        if self._ended:
             return
-        self._stream = None
+        self._ended = True
         tail = self._prev + self._last
         usage = completion_tokens(tail)
         tokens = usage or self._chunks - (self._last == _DONE)

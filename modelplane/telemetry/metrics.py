@@ -292,7 +292,7 @@ class Metrics:
         self.budget_used = r.gauge(
             "modelplane_budget_used_ratio",
             "Spend in the current period over the hard budget (the soft one without a "
-            "hard one); name is the team's name or the key's id",
+            "hard one); name is the team's name, or for keys _max: the highest of them",
             ("scope", "name"),
             mode="mostrecent",
         )
@@ -310,6 +310,8 @@ class Metrics:
         self._series: dict[tuple[str, str | None, str | None, str | None], _Series] = {}
         self._bound_series: dict[tuple[str, str, str, str], _Series] = {}
         self._pending = 0
+        self._dirty: list[_Series] = []
+        """Series with requests since the last flush."""
         self.in_flight = 0
         """Requests being served; ``modelplane_inflight_requests`` at the next flush."""
         self._bound: dict[tuple[object, ...], Counter] = {}
@@ -339,6 +341,8 @@ class Metrics:
         s = self._series.get((kind, route, endpoint, team))
         if s is None:
             s = self._new_series(kind, route, endpoint, team)
+        if not s.durations:
+            self._dirty.append(s)
         s.statuses[status] = s.statuses.get(status, 0) + 1
         s.durations.append(seconds)
         if ttft is not None:
@@ -366,7 +370,8 @@ class Metrics:
     def flush(self) -> None:
         """Write what the requests since the last flush added to the metrics."""
         self._pending = 0
-        for s in self._bound_series.values():
+        dirty, self._dirty = self._dirty, []
+        for s in dirty:
             s.flush()
         self.inflight.set(self.in_flight)
 
@@ -421,7 +426,7 @@ class Metrics:
                 self.budget_used.remove(scope, name)
         seen = set()
         for (scope, name), ratio in used.items():
-            label = self.teams(name) if scope == "team" else name[:64]
+            label = self.teams(name) if scope == "team" else name
             self.budget_used.labels(scope, label).set(ratio)
             seen.add((scope, label))
         self._budget_names = seen

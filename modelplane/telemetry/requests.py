@@ -96,7 +96,9 @@ class InFlight:
     __slots__ = (
         "body",
         "caller",
+        "closed",
         "done",
+        "ended",
         "kind",
         "model",
         "obs",
@@ -119,6 +121,7 @@ class InFlight:
         self.caller: Caller | None = None
         self.body: Mapping[str, Any] | None = None
         self.done = False
+        self.ended = self.closed = False
         self.root: Span | None = None
         self.tokens: tracing.Tokens | None = None
         if obs.metrics is not None:
@@ -201,12 +204,21 @@ class InFlight:
         self._end(499, None, stats.timer() - self.started, None, 0, 0, None, None)
 
     def close(self) -> None:
-        """Leave the request's trace context; a request not recorded yet (its task was
-        cancelled: the server is stopping) counts as 499."""
+        """The request's handler is done: leave its trace context. A request not recorded
+        yet (its task was cancelled: the server is stopping) counts as 499. The root span
+        ends at whichever comes last, this or the recording (a stream is recorded at its
+        ``[DONE]``, before its last bytes are relayed)."""
+        if self.closed:
+            return
         if self.tokens is not None:
             tracing.detach(self.tokens)
             self.tokens = None
-        self.left()
+        ended = self.ended
+        self.closed = True
+        if not ended:
+            self.left()
+        elif self.root is not None:
+            self.root.end()
 
     def _end(
         self,
@@ -220,6 +232,7 @@ class InFlight:
         text: str | None,
         exc: BaseException | None = None,
     ) -> None:
+        self.ended = True
         obs = self.obs
         team_id = self.caller.team_id if self.caller is not None else None
         route = obs.route_of(self.model) if self.model else None
@@ -245,7 +258,8 @@ class InFlight:
             if exc is not None:
                 tracing.fail(root, exc)
             tracing.end_status(root, status)
-            root.end()
+            if self.closed:
+                root.end()
         if obs.access_log and ACCESS.isEnabledFor(logging.INFO):
             fields = self._fields(status, endpoint, route, team, elapsed, ttft, completion, prompt)
             if endpoint and obs.log_prompts(endpoint):

@@ -194,6 +194,8 @@ def test_rate_limited_and_budget_refused_requests(server: Server) -> None:
     spender = make_key(server, team=spender_team)
     resp = server.http.put(f"/api/budgets/team/{spender_team}", json={"hard_usd": 0.01})
     assert resp.status_code == 201, resp.text
+    resp = server.http.put(f"/api/budgets/key/{spender.id}", json={"hard_usd": 0.1})
+    assert resp.status_code == 201, resp.text
     refused = 0
     with spender.http(server) as http:
         # 5 prompt + 10 completion tokens cost $0.025: the budget is spent at once.
@@ -217,6 +219,11 @@ def test_rate_limited_and_budget_refused_requests(server: Server) -> None:
     assert delta(before, after, "modelplane_requests_total", route="a", team=team, **req) == 1
     ratio = value(after, "modelplane_budget_used_ratio", scope="team", name=spender_team)
     assert ratio == pytest.approx(2.5)
+    # Key budgets: the highest ratio among them, never the key itself.
+    assert value(after, "modelplane_budget_used_ratio", scope="key", name="_max") == (
+        pytest.approx(0.25)
+    )
+    assert spender.id not in httpx.get(server.base_url + "/metrics").text
 
 
 def test_labels_stay_bounded_under_a_thousand_keys_and_users(server: Server) -> None:
