@@ -10,6 +10,10 @@ Roles, from most to least powerful:
 Scopes narrow a credential below its role (a key for a CI bot may be ``inference``
 only): ``inference`` (``/v1``), ``read`` (``GET /api``), ``write`` (changes through
 ``/api``). An empty set means "whatever the role allows".
+
+A caller may act for an account (a user or a service account, ``user:alice``): an API
+key minted for it, or a JWT whose subject or email names it. Audit events name both the
+account and the credential (``Caller.actor``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,11 @@ _ROLE_SCOPES: dict[str, frozenset[str]] = {
 }
 
 
+def lower_role(a: Role, b: Role) -> Role:
+    """The less powerful of two roles."""
+    return a if ROLES.index(a) >= ROLES.index(b) else b
+
+
 @dataclass(frozen=True, slots=True)
 class Caller:
     subject: str
@@ -41,6 +50,14 @@ class Caller:
     """The caller's team; ``None`` only for platform admins outside any team."""
     key_id: str | None = None
     scopes: frozenset[str] = field(default_factory=frozenset)
+    account: str | None = None
+    """``user:<name>`` or ``service:<name>`` when the credential belongs to an account."""
+
+    @property
+    def actor(self) -> str:
+        """Who did it, as the audit log records it: ``user:alice (key:<id>)``, or the
+        bare subject for a credential of no account."""
+        return f"{self.account} ({self.subject})" if self.account else self.subject
 
     def allows(self, scope: str) -> bool:
         """Whether the role and the credential's scopes both permit ``scope``."""

@@ -12,6 +12,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from modelplane.api import (
+    accounts,
     audit,
     budgets,
     endpoints,
@@ -83,6 +84,8 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         routes.router,
         secrets.router,
         teams.router,
+        accounts.users,
+        accounts.services,
         keys.router,
         budgets.router,
         usage.router,

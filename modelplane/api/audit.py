@@ -26,8 +26,9 @@ async def list_(
     cursor: int | None = None,
     limit: int = 100,
 ) -> dict[str, Any]:
-    """``action`` may end in ``*`` (``endpoint.*``); ``since`` is inclusive, ``until``
-    exclusive; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    """``actor`` and ``action`` may end in ``*`` for a prefix (``user:alice*``,
+    ``endpoint.*``); ``since`` is inclusive, ``until`` exclusive; pass ``next_cursor``
+    back as ``cursor`` for the next page."""
     events, next_cursor = await p.audit.list(
         who,
         actor=actor,

@@ -1,4 +1,5 @@
-"""``/api/keys``: mint (the secret is shown once), list, set rate limits, revoke."""
+"""``/api/keys``: mint (the secret is shown once, optionally for a user or service
+account), list, set rate limits, revoke."""
 
 from __future__ import annotations
 
@@ -24,7 +25,13 @@ async def create(body: KeyCreate, p: PlatformDep, who: WriteDep) -> dict[str, An
         if team_id is None:
             raise InvalidRequest(f"no team named '{body.team}'", param="team")
     new = await p.keys.create(
-        who, body.name, body.role, body.expires_at, team_id=team_id, scopes=tuple(body.scopes)
+        who,
+        body.name,
+        body.role,
+        body.expires_at,
+        team_id=team_id,
+        scopes=tuple(body.scopes),
+        account=body.account,
     )
     if body.limits:
         await p.governance.limits.set(who, "key", new.key.id, body.limits)
@@ -62,4 +69,5 @@ async def rotate(key_id: str, p: PlatformDep, who: WriteDep) -> dict[str, Any]:
 
 def _view(p: Platform, k: ApiKey) -> dict[str, Any]:
     limits = p.governance.limits.view("key", k.id)
-    return {**key_view(k, p.teams.name_of(k.team_id)), "limits": limits}
+    view = key_view(k, p.teams.name_of(k.team_id), p.accounts.name_of(k.account_id))
+    return {**view, "limits": limits}

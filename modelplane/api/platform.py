@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from modelplane import coord
 from modelplane.config import Settings
+from modelplane.control.accounts import AccountService
 from modelplane.control.audit import AuditLog
 from modelplane.control.endpoints import EndpointService
 from modelplane.control.gauges import Gauges
@@ -69,6 +70,7 @@ class Platform:
     proxy: Proxy
     coord: coord.Coord
     governance: Governance
+    accounts: AccountService
     new_admin_key: str | None = field(default=None)
     audit: AuditLog = field(init=False)
     jwt: JwtAuth | None = None
@@ -157,6 +159,8 @@ class Platform:
         await secrets.start()
         teams = TeamService(db, settings.cache_refresh_interval_s)
         await teams.start()
+        accounts = AccountService(db, teams, keys, settings.cache_refresh_interval_s)
+        await accounts.start()
         routes = RouteService(db, teams, settings.cache_refresh_interval_s)
         await routes.sync_declared(settings.routes, reconciler.endpoints)
         await routes.start()
@@ -179,7 +183,7 @@ class Platform:
         endpoints = EndpointService(reconciler, teams, routes)
         jwt_auth = None
         if settings.jwt is not None:
-            jwt_auth = JwtAuth(settings.jwt, teams.id_of)
+            jwt_auth = JwtAuth(settings.jwt, teams.id_of, accounts.user_for)
             await jwt_auth.start()
         platform = cls(
             settings,
@@ -194,6 +198,7 @@ class Platform:
             proxy,
             shared,
             governance,
+            accounts,
             new_admin,
         )
         platform.jwt = jwt_auth
@@ -225,6 +230,7 @@ class Platform:
         await self.proxy.close()
         await self.coord.close()
         await self.routes.close()
+        await self.accounts.close()
         await self.teams.close()
         await self.secrets.close()
         await self.reconciler.close()

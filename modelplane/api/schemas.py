@@ -82,6 +82,9 @@ class KeyCreate(_Strict):
     expires_at: datetime | None = None
     limits: RateLimits | None = None
     """Rate limits of this key (``rpm``, ``tpm``, ``concurrency``)."""
+    account: str | None = Field(default=None, min_length=1, max_length=100)
+    """The user or service account (its name) the key acts for: the key is in the
+    account's team, with at most the account's role."""
 
 
 class LimitsPatch(_Strict):
@@ -101,6 +104,35 @@ class BudgetPut(_Strict):
 
 class TeamCreate(_Strict):
     name: str = Field(min_length=1, max_length=63)
+
+
+class ServiceAccountCreate(_Strict):
+    name: str = Field(min_length=1, max_length=63)
+    """Unique across users and service accounts; a-z, 0-9, '.', '_', '-'."""
+    team: str | None = None
+    """Its team (admins choose; team admins get their own); none only for admins."""
+    role: Role = "member"
+    """The most its keys may do: a key's role is never above its account's."""
+
+
+class UserCreate(ServiceAccountCreate):
+    email: str | None = Field(default=None, min_length=3, max_length=254)
+    """Matched (case-insensitively) against the email claim of JWTs."""
+
+
+class ServiceAccountPatch(_Strict):
+    role: Role | None = None
+    disabled: bool | None = None
+    """``true``: its keys (and a user's JWTs) are refused until it is enabled again."""
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the body sets (``null`` included: it clears a user's email)."""
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+class UserPatch(ServiceAccountPatch):
+    email: str | None = Field(default=None, min_length=3, max_length=254)
+    """``null`` removes it."""
 
 
 class SecretPut(_Strict):

@@ -16,15 +16,18 @@ app = typer.Typer(no_args_is_help=True, help="Manage API keys.")
 @app.command()
 def create(
     name: str,
-    role: Annotated[str, typer.Option(help="admin or member")] = "member",
+    role: Annotated[str, typer.Option(help="admin, team_admin, member or viewer")] = "member",
     expires_at: Annotated[str | None, typer.Option(help="ISO 8601 expiry time")] = None,
+    account: Annotated[
+        str | None, typer.Option(help="The user or service account the key acts for")
+    ] = None,
     url: BaseUrl = None,
     api_key: ApiKeyOpt = None,
 ) -> None:
     """Create a key. The secret is printed once; it cannot be shown again."""
     try:
         with client(url, api_key) as c:
-            k = c.create_key(name, role, expires_at)
+            k = c.create_key(name, role, expires_at, account=account)
     except ModelplaneAPIError as exc:
         raise fail(exc) from None
     console.print(f"created key [bold]{k['name']}[/] (id {k['id']}, role {k['role']})")
@@ -39,7 +42,7 @@ def list_(url: BaseUrl = None, api_key: ApiKeyOpt = None) -> None:
             keys = c.keys()
     except ModelplaneAPIError as exc:
         raise fail(exc) from None
-    table = Table("ID", "NAME", "PREFIX", "ROLE", "CREATED", "LAST USED", "STATE")
+    table = Table("ID", "NAME", "PREFIX", "ROLE", "ACCOUNT", "CREATED", "LAST USED", "STATE")
     for k in keys:
         state = "revoked" if k["revoked_at"] else "active"
         table.add_row(
@@ -47,6 +50,7 @@ def list_(url: BaseUrl = None, api_key: ApiKeyOpt = None) -> None:
             k["name"],
             k["prefix"] + "…",
             k["role"],
+            k["account"] or "-",
             k["created_at"][:19],
             (k["last_used_at"] or "-")[:19],
             state,

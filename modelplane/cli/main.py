@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from modelplane.cli import chat, endpoints, engine, keys, server, usage
+from modelplane.cli import accounts, chat, endpoints, engine, keys, server, usage
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -17,6 +17,8 @@ app.command("chat")(chat.chat)
 app.command("usage")(usage.usage)
 app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(keys.app, name="keys")
+app.add_typer(accounts.users, name="users")
+app.add_typer(accounts.service_accounts, name="service-accounts")
 app.add_typer(engine.app, name="engine")
 
 

@@ -14,6 +14,11 @@ Events hold the resource as the API shows it, before and after, scrubbed twice o
 services never pass key hashes, minted keys or secret values, and every event is run
 through :func:`scrub` anyway. Each event carries the id of the request that made it
 (``x-request-id``), so a change can be found in the logs and traces.
+
+The actor is the caller's subject (``key:<id>``, ``jwt:<issuer>#<sub>``), preceded by
+the account it acts for when it has one: ``user:alice (key:<id>)``,
+``service:ci-bot (key:<id>)``. ``actor`` filters match it exactly, or by prefix when
+they end in ``*`` (``user:alice*``: everything alice did, with any credential).
 """
 
 from __future__ import annotations
@@ -85,7 +90,7 @@ class AuditLog:
         if before is not None and before == after:
             return
         await self.repo.add(
-            actor=caller.subject,
+            actor=caller.actor[:200],
             actor_team_id=caller.team_id,
             action=action,
             resource_type=resource_type,

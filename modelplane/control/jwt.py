@@ -6,6 +6,11 @@ Verifying a token is CPU only: no I/O on the request path. Only asymmetric algor
 are accepted, and each key is bound to the algorithms its JWK allows, so neither
 ``alg: none`` nor an HMAC "signed" with the public key gets through. PyJWT's exceptions
 are translated into ``AuthenticationError`` here and nowhere else.
+
+A token whose ``sub`` is the name of a modelplane user (or whose email claim is a
+user's email) acts for that user: a disabled user is refused, and the user's role and
+team fill in for claims the token lacks (claims it has win). Users are never created
+from tokens.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from modelplane.errors import AuthenticationError, ModelplaneError
 from modelplane.identity import ROLES, SCOPES, Caller, Role
+from modelplane.store.records import Account
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +71,10 @@ class JwtSettings(BaseModel):
     scope_claim: str = "scope"
     """Space-separated string or list; values other than inference/read/write are ignored."""
     default_role: Role = "member"
-    """Role of tokens without a role claim."""
+    """Role of tokens without a role claim (and of no modelplane user)."""
+    email_claim: str = "email"
+    """Claim holding the caller's email, matched against users' emails when ``sub``
+    names no user."""
     leeway_s: float = Field(default=30.0, ge=0)
     """Clock skew tolerated on ``exp``, ``nbf`` and ``iat``."""
     jwks_refresh_s: float = Field(default=300.0, gt=0)
@@ -133,9 +142,17 @@ _FAILURES: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
 class JwtAuth:
     """Verifies bearer JWTs against the configured issuer's cached JWKS."""
 
-    def __init__(self, settings: JwtSettings, team_id: Callable[[str], str | None]) -> None:
+    def __init__(
+        self,
+        settings: JwtSettings,
+        team_id: Callable[[str], str | None],
+        user: Callable[[str, str | None], Account | None] | None = None,
+    ) -> None:
+        """``team_id`` maps a team name to its id; ``user`` finds the user a token's
+        subject and email name (from an in-memory snapshot: no I/O per request)."""
         self.settings = settings
         self._team_id = team_id
+        self._user = user
         self._keys: dict[str | None, dict[str, jwt.PyJWK]] = {}
         self._client: httpx.AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
@@ -303,8 +320,17 @@ class JwtAuth:
         sub = claims["sub"]
         if not sub:
             raise AuthenticationError("the bearer token has an empty 'sub' claim")
+        user = None
+        if self._user is not None:
+            email = claims.get(s.email_claim)
+            user = self._user(str(sub), email if isinstance(email, str) else None)
+            if user is not None and user.disabled:
+                raise AuthenticationError(
+                    f"{user.label} is disabled in modelplane; ask an admin to enable it"
+                )
         raw_role = claims.get(s.role_claim)
-        raw_role = s.default_role if raw_role is None else raw_role
+        if raw_role is None:
+            raw_role = user.role if user is not None else s.default_role
         role = _ROLE_BY_NAME.get(raw_role) if isinstance(raw_role, str) else None
         if role is None:
             raise AuthenticationError(
@@ -314,7 +340,8 @@ class JwtAuth:
         team = claims.get(s.team_claim)
         team_id: str | None = None
         if team is None:
-            if role != "admin":
+            team_id = user.team_id if user is not None else None
+            if team_id is None and role != "admin":
                 raise AuthenticationError(
                     f"the bearer token has no '{s.team_claim}' claim; every caller but a "
                     "platform admin needs a team"
@@ -332,4 +359,10 @@ class JwtAuth:
                 f"the token's '{s.scope_claim}' claim must be a space-separated string or a list"
             )
         scopes = frozenset(v for v in raw_scopes if v in SCOPES)
-        return Caller(subject=f"jwt:{s.issuer}#{sub}", role=role, team_id=team_id, scopes=scopes)
+        return Caller(
+            subject=f"jwt:{s.issuer}#{sub}",
+            role=role,
+            team_id=team_id,
+            scopes=scopes,
+            account=user.label if user is not None else None,
+        )

@@ -3,9 +3,14 @@
 Keys carry 32 random bytes, so a plain SHA-256 is a safe verifier (no salt or slow
 hash needed: there is nothing to brute-force), and the lookup is by hash, so no
 comparison against a secret leaks timing. The cache is reloaded whenever the ``keys``
-revision in the database changes, polled once a second, so a key revoked through any
-server process stops working everywhere within about a second; there is no database
-query per request.
+or the ``accounts`` revision in the database changes, polled once a second (one query
+for both), so a key revoked, or an account disabled or deleted, through any server
+process stops working everywhere within about a second; there is no database query per
+request.
+
+A key may act for a user or service account (``account_id``): it is in the account's
+team, and its effective role is the lower of its own and the account's, at creation
+and again whenever the account changes.
 """
 
 from __future__ import annotations
@@ -22,11 +27,18 @@ from pathlib import Path
 
 from modelplane.control.audit import AuditLog
 from modelplane.control.jwt import looks_like_jwt
-from modelplane.errors import AuthenticationError, InvalidRequest, NotFound, PermissionDenied
-from modelplane.identity import ROLES, SCOPES, Caller
+from modelplane.errors import (
+    AuthenticationError,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+)
+from modelplane.identity import ROLES, SCOPES, Caller, Role, lower_role
+from modelplane.store.accounts import AccountRepo
 from modelplane.store.db import Database
-from modelplane.store.records import ApiKey
-from modelplane.store.repos import KeyRepo, revision
+from modelplane.store.records import Account, ApiKey
+from modelplane.store.repos import KeyRepo, revisions
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +62,31 @@ class NewKey:
     secret: str
 
 
-def caller_of(k: ApiKey) -> Caller:
-    return Caller(f"key:{k.id}", k.role, k.team_id, k.id, frozenset(k.scopes))  # type: ignore[arg-type]
+_WATCHED = ("keys", "accounts")
+"""The collections whose changes rebuild the key cache."""
 
 
-def key_view(k: ApiKey, team: str | None = None) -> dict[str, object]:
+def _role(value: str) -> Role:
+    return ROLES[ROLES.index(value)]
+
+
+def caller_of(k: ApiKey, account: Account | None = None) -> Caller:
+    """The caller a key stands for; with its account, at the lower of the two roles."""
+    role = _role(k.role)
+    if account is None:
+        return Caller(f"key:{k.id}", role, k.team_id, k.id, frozenset(k.scopes))
+    role = lower_role(role, _role(account.role))
+    return Caller(f"key:{k.id}", role, k.team_id, k.id, frozenset(k.scopes), account.label)
+
+
+def key_view(k: ApiKey, team: str | None = None, account: str | None = None) -> dict[str, object]:
     return {
         "id": k.id,
         "name": k.name,
         "prefix": k.prefix,
         "role": k.role,
         "team": team,
+        "account": account,
         "scopes": list(k.scopes),
         "created_at": k.created_at.isoformat(),
         "expires_at": k.expires_at.isoformat() if k.expires_at else None,
@@ -69,22 +95,25 @@ def key_view(k: ApiKey, team: str | None = None) -> dict[str, object]:
     }
 
 
-def _audited(k: ApiKey) -> dict[str, object]:
+def audited(k: ApiKey) -> dict[str, object]:
     """A key as the audit log records it: its API view (no hash, no secret), with the
-    team's id, as this service does not know team names."""
+    team's and the account's ids, as this service does not know their names."""
     view = key_view(k)
-    del view["team"]
-    return {**view, "team_id": k.team_id}
+    del view["team"], view["account"]
+    return {**view, "team_id": k.team_id, "account_id": k.account_id}
 
 
 class KeyService:
     def __init__(self, db: Database, refresh_interval_s: float = 1.0) -> None:
         self.repo = KeyRepo(db)
+        self.accounts = AccountRepo(db)
         self.audit = AuditLog(db)
         self.db = db
         self.refresh_interval_s = refresh_interval_s
-        self._by_hash: dict[str, tuple[ApiKey, Caller]] = {}
-        self._rev = -1
+        self._by_hash: dict[str, tuple[ApiKey, Caller, str | None]] = {}
+        """Live keys by hash: the key, its caller, and why it is refused (its account
+        is disabled), if it is."""
+        self._rev: tuple[int, ...] = ()
         self._used: dict[str, datetime] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -100,16 +129,29 @@ class KeyService:
         await self._flush_used()
 
     async def reload(self) -> None:
-        rev = await revision(self.db, "keys")
+        rev = await revisions(self.db, _WATCHED)
         keys = await self.repo.all()
-        self._by_hash = {k.key_hash: (k, caller_of(k)) for k in keys if k.revoked_at is None}
+        accounts = {a.id: a for a in await self.accounts.all()}
+        by_hash: dict[str, tuple[ApiKey, Caller, str | None]] = {}
+        for k in keys:
+            account = accounts.get(k.account_id) if k.account_id else None
+            if k.revoked_at is not None or (k.account_id and account is None):
+                continue
+            refusal = None
+            if account is not None and account.disabled:
+                refusal = (
+                    f"this API key belongs to {account.label}, which is disabled; "
+                    "ask an admin to enable it"
+                )
+            by_hash[k.key_hash] = (k, caller_of(k, account), refusal)
+        self._by_hash = by_hash
         self._rev = rev
 
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(self.refresh_interval_s)
             try:
-                if await revision(self.db, "keys") != self._rev:
+                if await revisions(self.db, _WATCHED) != self._rev:
                     await self.reload()
                 await self._flush_used()
             except Exception:
@@ -136,7 +178,9 @@ class KeyService:
                     "'jwt' setting); use an API key"
                 )
             raise AuthenticationError("invalid API key: it is unknown or has been revoked")
-        key, caller = found
+        key, caller, refusal = found
+        if refusal is not None:
+            raise AuthenticationError(refusal)
         now = datetime.now(UTC)
         if key.expires_at is not None and key.expires_at <= now:
             raise AuthenticationError("this API key has expired; create a new one")
@@ -153,9 +197,11 @@ class KeyService:
         team_id: str | None = None,
         scopes: tuple[str, ...] = (),
         secret: str | None = None,
+        account: str | None = None,
     ) -> NewKey:
         """Admins mint any key; team admins mint keys of their own team, up to their own
-        role; nobody else mints keys."""
+        role; nobody else mints keys. A key for an ``account`` (its name) is in the
+        account's team, at no more than the account's role."""
         if role not in ROLES:
             raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", param="role")
         bad = sorted(set(scopes) - set(SCOPES))
@@ -173,6 +219,10 @@ class KeyService:
             team_id = caller.team_id
         if expires_at is not None and expires_at <= datetime.now(UTC):
             raise InvalidRequest("expires_at is in the past", param="expires_at")
+        owner = None
+        if account is not None:
+            owner, team_id = await self._account_for(caller, account, team_id)
+            role = lower_role(_role(role), _role(owner.role))
         token = secret or mint()
         async with self.db.transaction():
             key = await self.repo.add(
@@ -183,12 +233,34 @@ class KeyService:
                 expires_at=expires_at,
                 team_id=team_id,
                 scopes=tuple(dict.fromkeys(scopes)),
+                account_id=owner.id if owner else None,
             )
             await self.audit.record(
-                caller, "key.create", "key", key.id, None, _audited(key), key.team_id
+                caller, "key.create", "key", key.id, None, audited(key), key.team_id
             )
         await self.reload()
         return NewKey(key, token)
+
+    async def _account_for(
+        self, caller: Caller, name: str, team_id: str | None
+    ) -> tuple[Account, str | None]:
+        """The account a new key will act for, and the key's team (the account's). Read
+        from the database: an account created through another process a moment ago
+        counts. Another team's account is as unknown as a missing one."""
+        found = await self.accounts.get(name)
+        visible = found is not None and (
+            caller.is_admin or (found.team_id is not None and found.team_id == caller.team_id)
+        )
+        if found is None or not visible:
+            raise InvalidRequest(f"no account named '{name}'", param="account")
+        if found.disabled:
+            raise Conflict(f"{found.label} is disabled; enable it before giving it keys")
+        if team_id is not None and team_id != found.team_id:
+            raise InvalidRequest(
+                f"a key of {found.label} belongs to the account's team; leave 'team' out",
+                param="team",
+            )
+        return found, found.team_id
 
     def _visible(self, caller: Caller, key: ApiKey) -> bool:
         return caller.is_admin or (
@@ -212,7 +284,7 @@ class KeyService:
             revoked = await self.repo.revoke(key_id)
             assert revoked is not None
             await self.audit.record(
-                caller, "key.revoke", "key", key_id, _audited(key), _audited(revoked), key.team_id
+                caller, "key.revoke", "key", key_id, audited(key), audited(revoked), key.team_id
             )
         await self.reload()
         return revoked
@@ -233,7 +305,7 @@ class KeyService:
             if rotated is None:
                 raise NotFound(f"no API key with id '{key_id}'")
             await self.audit.record(
-                caller, "key.rotate", "key", key_id, _audited(key), _audited(rotated), key.team_id
+                caller, "key.rotate", "key", key_id, audited(key), audited(rotated), key.team_id
             )
         await self.reload()
         return NewKey(rotated, token)

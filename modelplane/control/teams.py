@@ -11,7 +11,7 @@ from modelplane.errors import Conflict, InvalidRequest, NotFound, PermissionDeni
 from modelplane.identity import Caller
 from modelplane.store.db import Database
 from modelplane.store.records import Owned, Team
-from modelplane.store.repos import DuplicateName, TeamRepo
+from modelplane.store.repos import DuplicateName, InUse, TeamRepo
 
 EVERYONE = "*"
 
@@ -70,12 +70,17 @@ class TeamService(Snapshot):
         team = self.by_name.get(name)
         if team is None:
             raise NotFound(f"no team named '{name}'")
-        async with self.db.transaction():
-            if not await self.repo.delete(team.id):
-                raise NotFound(f"no team named '{name}'")
-            await self.audit.record(
-                caller, "team.delete", "team", name, self.view(team), None, team.id
-            )
+        try:
+            async with self.db.transaction():
+                if not await self.repo.delete(team.id):
+                    raise NotFound(f"no team named '{name}'")
+                await self.audit.record(
+                    caller, "team.delete", "team", name, self.view(team), None, team.id
+                )
+        except InUse:
+            raise Conflict(
+                f"team '{name}' still has users or service accounts; delete them first"
+            ) from None
         await self.reload()
 
     def owner(self, caller: Caller, team: str | None, shared_with: Iterable[str] | None) -> Owned:

@@ -109,11 +109,34 @@ class Client:
         return data
 
     def create_key(
-        self, name: str, role: str = "member", expires_at: str | None = None
+        self,
+        name: str,
+        role: str = "member",
+        expires_at: str | None = None,
+        *,
+        account: str | None = None,
     ) -> dict[str, Any]:
-        result: dict[str, Any] = self._call(
-            "POST", "/api/keys", {"name": name, "role": role, "expires_at": expires_at}
-        )
+        """A new key (its secret in ``"key"``), acting for ``account`` if given."""
+        body: dict[str, Any] = {"name": name, "role": role, "expires_at": expires_at}
+        if account is not None:
+            body["account"] = account
+        result: dict[str, Any] = self._call("POST", "/api/keys", body)
+        return result
+
+    def accounts(self, kind: str) -> list[dict[str, Any]]:
+        """Users (``kind`` ``users``) or service accounts (``service-accounts``)."""
+        data: list[dict[str, Any]] = self._call("GET", f"/api/{kind}")["data"]
+        return data
+
+    def create_account(self, kind: str, name: str, **fields: Any) -> dict[str, Any]:
+        """A new user or service account; ``fields``: ``team``, ``role``, ``email``."""
+        body = {"name": name, **{k: v for k, v in fields.items() if v is not None}}
+        result: dict[str, Any] = self._call("POST", f"/api/{kind}", body)
+        return result
+
+    def update_account(self, kind: str, name: str, **changes: Any) -> dict[str, Any]:
+        """Change ``role``, ``disabled`` or (users) ``email``."""
+        result: dict[str, Any] = self._call("PATCH", f"/api/{kind}/{name}", changes)
         return result
 
     def rotate_key(self, key_id: str) -> dict[str, Any]:

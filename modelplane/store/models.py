@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -38,6 +49,31 @@ class ApiKeyRow(Base):
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
+    # Deleting an account revokes its keys first (control/accounts.py), in the same
+    # transaction; the database then only unlinks them.
+    account_id: Mapped[str | None] = mapped_column(
+        String(32),
+        ForeignKey("accounts.id", name="fk_api_keys_account_id", ondelete="SET NULL"),
+        index=True,
+    )
+
+
+class AccountRow(Base):
+    """A user or a service account. A team with accounts cannot be deleted."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    email: Mapped[str | None] = mapped_column(String(254), unique=True)
+    team_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("teams.id", name="fk_accounts_team_id")
+    )
+    role: Mapped[str] = mapped_column(String(32))
+    disabled_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(200))
 
 
 class EndpointRow(Base):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,37 @@ class ApiKey:
     last_used_at: datetime | None
     team_id: str | None = None
     scopes: tuple[str, ...] = ()
+    account_id: str | None = None
+    """The user or service account the key acts for, if any."""
+
+
+AccountKind = Literal["user", "service"]
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A user or a service account: who a key or a JWT stands for."""
+
+    id: str
+    kind: AccountKind
+    name: str
+    email: str | None
+    """Users only; lower-case."""
+    team_id: str | None
+    """``None`` only for platform admins."""
+    role: str
+    disabled_at: datetime | None
+    created_at: datetime
+    created_by: str
+
+    @property
+    def disabled(self) -> bool:
+        return self.disabled_at is not None
+
+    @property
+    def label(self) -> str:
+        """``user:alice`` or ``service:ci-bot``: how callers and audit events name it."""
+        return f"{self.kind}:{self.name}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,10 @@ class DuplicateName(Exception):
     pass
 
 
+class InUse(Exception):
+    """A row others still refer to (a team with accounts) cannot be deleted."""
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -59,6 +63,18 @@ async def revision(db: Database, name: str) -> int:
         return int(value or 0)
 
 
+async def revisions(db: Database, names: tuple[str, ...]) -> tuple[int, ...]:
+    """Several collections' revisions in one query, in the order of ``names``."""
+    async with db.session() as s:
+        rows = (
+            await s.execute(
+                select(RevisionRow.name, RevisionRow.value).where(RevisionRow.name.in_(names))
+            )
+        ).all()
+    found = {name: int(value) for name, value in rows}
+    return tuple(found.get(n, 0) for n in names)
+
+
 def _key(r: ApiKeyRow) -> ApiKey:
     return ApiKey(
         r.id,
@@ -72,6 +88,7 @@ def _key(r: ApiKeyRow) -> ApiKey:
         _aware(r.last_used_at),
         r.team_id,
         tuple(r.scopes or ()),
+        r.account_id,
     )
 
 
@@ -109,6 +126,7 @@ class KeyRepo:
         expires_at: datetime | None,
         team_id: str | None = None,
         scopes: tuple[str, ...] = (),
+        account_id: str | None = None,
     ) -> ApiKey:
         row = ApiKeyRow(
             id=uuid.uuid4().hex,
@@ -120,6 +138,7 @@ class KeyRepo:
             scopes=list(scopes),
             created_at=_now(),
             expires_at=expires_at,
+            account_id=account_id,
         )
         async with self.db.session() as s:
             s.add(row)
@@ -145,6 +164,27 @@ class KeyRepo:
                 row.revoked_at = _now()
                 await _bump(s, "keys")
             return _key(row)
+
+    async def revoke_account(self, account_id: str) -> list[tuple[ApiKey, ApiKey]]:
+        """Revoke every live key of an account; each as (before, after)."""
+        async with self.db.session() as s:
+            rows = (
+                await s.scalars(
+                    select(ApiKeyRow)
+                    .where(ApiKeyRow.account_id == account_id, ApiKeyRow.revoked_at.is_(None))
+                    .order_by(ApiKeyRow.created_at)
+                    .with_for_update()
+                )
+            ).all()
+            out = []
+            for row in rows:
+                before = _key(row)
+                row.revoked_at = _now()
+                out.append((before, _key(row)))
+            if out:
+                await s.flush()
+                await _bump(s, "keys")
+            return out
 
     async def rotate(self, key_id: str, prefix: str, key_hash: str) -> ApiKey | None:
         """Give a live key a new secret; the old one stops working."""
@@ -384,11 +424,16 @@ class TeamRepo:
         return Team(row.id, row.name, row.created_at)
 
     async def delete(self, team_id: str) -> bool:
+        """Delete a team; ``InUse`` while accounts still belong to it."""
         async with self.db.session() as s:
             row = await s.get(TeamRow, team_id)
             if row is None:
                 return False
             await s.delete(row)
+            try:
+                await s.flush()
+            except IntegrityError:
+                raise InUse(team_id) from None
             await _bump(s, "teams")
             return True
 
@@ -458,23 +503,24 @@ class AuditRepo:
         before_id: int | None = None,
         limit: int = 100,
     ) -> list[AuditEvent]:
-        """Newest first. ``action`` ending in ``*`` matches a prefix (``endpoint.*``);
-        ``before_id`` continues a listing after its last event."""
+        """Newest first. ``actor`` or ``action`` ending in ``*`` matches a prefix
+        (``user:alice*``, ``endpoint.*``); ``before_id`` continues a listing after its
+        last event."""
         q = select(AuditEventRow)
         for column, value in (
-            (AuditEventRow.actor, actor),
             (AuditEventRow.resource_type, resource_type),
             (AuditEventRow.resource_name, resource_name),
             (AuditEventRow.team_id, team_id),
         ):
             if value is not None:
                 q = q.where(column == value)
-        if action is not None:
-            q = q.where(
-                AuditEventRow.action.startswith(action[:-1], autoescape=True)
-                if action.endswith("*")
-                else AuditEventRow.action == action
-            )
+        for column, pattern in ((AuditEventRow.actor, actor), (AuditEventRow.action, action)):
+            if pattern is not None:
+                q = q.where(
+                    column.startswith(pattern[:-1], autoescape=True)
+                    if pattern.endswith("*")
+                    else column == pattern
+                )
         if since is not None:
             q = q.where(AuditEventRow.at >= since)
         if until is not None:

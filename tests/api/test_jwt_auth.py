@@ -91,6 +91,48 @@ def test_bad_tokens_are_refused_with_the_reason_and_never_echoed(
     assert expired not in (server.home / "server.log").read_text()
 
 
+def test_a_token_acts_for_its_modelplane_user_and_a_disabled_one_is_refused(
+    server: Server, signing_key: rsa.RSAPrivateKey
+) -> None:
+    made = server.http.post(
+        "/api/users",
+        json={"name": "dave", "team": "research", "role": "team_admin", "email": "d@ex.test"},
+    )
+    assert made.status_code == 201, made.text
+    # No role or team claim: dave's own; by subject or by email.
+    for n, token in enumerate(
+        (
+            _token(signing_key, sub="dave", role=None, team=None),
+            _token(signing_key, sub="00u-dave", email="D@ex.test", role=None, team=None),
+        )
+    ):
+        created = httpx.post(
+            server.base_url + "/api/service-accounts",
+            json={"name": f"dave-bot-{n}"},
+            headers={"authorization": f"Bearer {token}"},
+        )
+        assert created.status_code == 201, created.text
+        assert created.json()["team"] == "research"
+        assert created.json()["created_by"].startswith(f"user:dave (jwt:{ISSUER}#")
+    events = server.http.get("/api/audit", params={"actor": "user:dave*"}).json()["data"]
+    assert len(events) == 2 and {e["action"] for e in events} == {"service_account.create"}
+
+    assert server.http.patch("/api/users/dave", json={"disabled": True}).status_code == 200
+    for token in (
+        _token(signing_key, sub="dave"),
+        _token(signing_key, sub="00u-dave", email="d@ex.test"),
+    ):
+        refused = _get(server, "/api/teams", token)
+        assert refused.status_code == 401, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert "user:dave is disabled" in refused.json()["detail"]
+        assert token not in refused.text
+        v1 = _get(server, "/v1/models", token)
+        assert v1.status_code == 401 and "disabled" in v1.json()["error"]["message"]
+    # Someone the platform does not know is still mapped from the claims alone.
+    assert _get(server, "/api/teams", _token(signing_key, sub="erin")).status_code == 200
+
+
 def test_api_keys_still_work_beside_jwts(server: Server) -> None:
     assert server.http.get("/api/teams").status_code == 200
 

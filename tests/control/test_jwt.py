@@ -12,6 +12,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from pydantic import ValidationError
 from modelplane.control.jwt import JwtAuth, JwtSettings, looks_like_jwt
 from modelplane.control.keys import mint
 from modelplane.errors import AuthenticationError, ModelplaneError
+from modelplane.store.records import Account
 
 ISSUER = "https://idp.example.test"
 AUDIENCE = "modelplane"
@@ -277,6 +279,67 @@ async def test_role_team_and_scope_claims_are_checked(auth: JwtAuth, keys: dict[
     )
     refused(auth, k.sign(claims(team=None)), "no 'team' claim")
     refused(auth, k.sign(claims(scope={"inference": True})), "'scope' claim must be")
+
+
+def _user(name: str, role: str, team_id: str | None, **over: Any) -> Account:
+    fields: dict[str, Any] = {
+        "id": f"id-{name}",
+        "kind": "user",
+        "name": name,
+        "email": f"{name}@example.test",
+        "team_id": team_id,
+        "role": role,
+        "disabled_at": None,
+        "created_at": datetime.now(UTC),
+        "created_by": "test",
+        **over,
+    }
+    return Account(**fields)
+
+
+async def test_tokens_of_modelplane_users(tmp_path: Path, keys: dict[str, Key]) -> None:
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(jwks(keys["rsa"])))
+    users = {
+        u.name: u
+        for u in (
+            _user("alice", "viewer", "team-ops-id"),
+            _user("root", "admin", None),
+            _user("mallory", "team_admin", "team-ops-id", disabled_at=datetime.now(UTC)),
+        )
+    }
+    asked: list[tuple[str, str | None]] = []
+
+    def user_for(subject: str, email: str | None) -> Account | None:
+        asked.append((subject, email))
+        by_email = {u.email: u for u in users.values()}
+        return users.get(subject) or (by_email.get(email.lower()) if email else None)
+
+    a = JwtAuth(settings(jwks_file=path), TEAMS.get, user_for)
+    await a.start()
+    try:
+        k = keys["rsa"]
+        # The user's role and team fill in for missing claims; the caller names the user.
+        alice = a.verify(k.sign(claims(role=None, team=None)))
+        assert (alice.role, alice.team_id, alice.account) == ("viewer", "team-ops-id", "user:alice")
+        assert alice.actor == f"user:alice (jwt:{ISSUER}#alice)"
+        # Claims the token has win.
+        claimed = a.verify(k.sign(claims(role="member", team="research")))
+        assert (claimed.role, claimed.team_id) == ("member", "team-research-id")
+        root = a.verify(k.sign(claims(sub="root", role=None, team=None)))
+        assert root.is_admin and root.team_id is None and root.account == "user:root"
+        # Matched by email when the subject names no user.
+        by_email = a.verify(k.sign(claims(sub="00u1x", email="ALICE@example.test", role=None)))
+        assert by_email.account == "user:alice" and by_email.subject == f"jwt:{ISSUER}#00u1x"
+        # A disabled user is refused, however it is named.
+        refused(a, k.sign(claims(sub="mallory")), "user:mallory is disabled")
+        refused(a, k.sign(claims(sub="x", email="mallory@example.test")), "is disabled")
+        # Anyone else is mapped from the claims alone, as before.
+        stranger = a.verify(k.sign(claims(sub="zed", role=None)))
+        assert (stranger.role, stranger.account) == ("member", None)
+        assert asked[-1] == ("zed", None)
+    finally:
+        await a.close()
 
 
 async def test_unknown_key_id_is_refused(auth: JwtAuth, keys: dict[str, Key]) -> None:

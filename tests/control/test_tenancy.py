@@ -1,6 +1,6 @@
 """Tenant isolation, as a matrix: for each resource type and each role, team A's key
 cannot list, read, change, delete or call team B's private resources; shared ones work
-as granted."""
+as granted. Users and service accounts follow the same rules."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from tests.gateway.fakes import FakeUpstream
 from tests.helpers import Server
 
 ROLES = ("team_admin", "member", "viewer")
+ACCOUNTS = {"users": "user", "service-accounts": "bot"}
+"""Account kinds by path, and the suffix of each team's account of that kind."""
 
 
 class Tenants:
@@ -47,6 +49,15 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenants]:
                 assert resp.status_code == 201, resp.text
                 t.keys[team, role] = resp.json()["key"]
                 t.key_ids[team, role] = resp.json()["id"]
+        # One user and one service account per team: A's made by an admin, B's by B's
+        # team admin.
+        for path, suffix in ACCOUNTS.items():
+            resp = server.http.post(f"/api/{path}", json={"name": f"a-{suffix}", "team": "team-a"})
+            assert resp.status_code == 201, resp.text
+            with t.as_("team-b", "team_admin") as b:
+                resp = b.post(f"/api/{path}", json={"name": f"b-{suffix}"})
+                assert resp.status_code == 201, resp.text
+                assert resp.json()["team"] == "team-b"
         # Team B's resources, made by its team admin: private, and shared with A.
         with t.as_("team-b", "team_admin") as b:
             for name, shared in (("b-private", []), ("b-shared", ["team-a"])):
@@ -213,3 +224,87 @@ def test_a_team_admin_manages_its_own_endpoints(tenants: Tenants) -> None:
         shared = a.patch("/api/endpoints/a-own", json={"shared_with": ["*"]})
         assert shared.status_code == 200 and shared.json()["shared_with"] == ["*"]
         assert a.delete("/api/endpoints/a-own").status_code == 204
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("kind", list(ACCOUNTS))
+def test_another_teams_accounts_do_not_exist_for_you(
+    tenants: Tenants, role: str, kind: str
+) -> None:
+    theirs, mine = f"b-{ACCOUNTS[kind]}", f"a-{ACCOUNTS[kind]}"
+    writer = role == "team_admin"
+    with tenants.as_("team-a", role) as a:
+        listed = a.get(f"/api/{kind}")
+        assert listed.status_code == 200
+        assert mine in {x["name"] for x in listed.json()["data"]}
+        assert {x["team"] for x in listed.json()["data"]} == {"team-a"}
+        seen = a.get(f"/api/{kind}/{theirs}")
+        missing = a.get(f"/api/{kind}/no-such-account")
+        assert seen.status_code == missing.status_code == 404
+        assert seen.json()["detail"] == missing.json()["detail"].replace("no-such-account", theirs)
+        changed = a.patch(f"/api/{kind}/{theirs}", json={"disabled": True, "role": "viewer"})
+        assert changed.status_code == (404 if writer else 403)
+        assert "team-b" not in changed.text
+        assert a.delete(f"/api/{kind}/{theirs}").status_code == (404 if writer else 403)
+        if writer:
+            # A key for another team's account: as unknown as a missing account.
+            made = a.post("/api/keys", json={"name": "x", "account": theirs})
+            nobody = a.post("/api/keys", json={"name": "x", "account": "no-such-account"})
+            assert made.status_code == nobody.status_code == 400
+            assert made.json()["detail"] == nobody.json()["detail"].replace(
+                "no-such-account", theirs
+            )
+    # Untouched, for its own team.
+    with tenants.as_("team-b", "viewer") as b:
+        got = b.get(f"/api/{kind}/{theirs}")
+        assert got.status_code == 200
+        assert (got.json()["disabled"], got.json()["role"]) == (False, "member")
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("kind", list(ACCOUNTS))
+def test_own_teams_accounts_are_read_by_all_and_managed_by_team_admins(
+    tenants: Tenants, role: str, kind: str
+) -> None:
+    mine = f"a-{ACCOUNTS[kind]}"
+    other_kind = next(k for k in ACCOUNTS if k != kind)
+    with tenants.as_("team-a", role) as a:
+        got = a.get(f"/api/{kind}/{mine}")
+        assert got.status_code == 200 and got.json()["team"] == "team-a"
+        assert a.get(f"/api/{other_kind}/{mine}").status_code == 404  # the other kind
+        name = f"a-{role.replace('_', '-')}-{ACCOUNTS[kind]}"
+        if role != "team_admin":
+            assert a.post(f"/api/{kind}", json={"name": name}).status_code == 403
+            assert a.patch(f"/api/{kind}/{mine}", json={"disabled": True}).status_code == 403
+            assert a.delete(f"/api/{kind}/{mine}").status_code == 403
+            return
+        made = a.post(f"/api/{kind}", json={"name": name, "role": "team_admin"})
+        assert made.status_code == 201, made.text
+        assert made.json()["team"] == "team-a"
+        assert made.json()["created_by"] == f"key:{tenants.key_ids['team-a', 'team_admin']}"
+        taken = a.post(f"/api/{kind}", json={"name": name})
+        assert taken.status_code == 409
+        assert taken.headers["content-type"] == "application/problem+json"
+        # Never in another team, never admin.
+        assert a.post(f"/api/{kind}", json={"name": "x1", "team": "team-b"}).status_code == 403
+        assert a.post(f"/api/{kind}", json={"name": "x2", "role": "admin"}).status_code == 403
+        assert a.patch(f"/api/{kind}/{name}", json={"role": "admin"}).status_code == 403
+        changed = a.patch(f"/api/{kind}/{name}", json={"role": "viewer", "disabled": True})
+        assert changed.status_code == 200, changed.text
+        assert (changed.json()["role"], changed.json()["disabled"]) == ("viewer", True)
+        assert changed.json()["disabled_at"] is not None
+        assert a.delete(f"/api/{kind}/{name}").status_code == 204
+        assert a.get(f"/api/{kind}/{name}").status_code == 404
+
+
+def test_a_team_admin_cannot_change_an_admin_account_of_its_team(tenants: Tenants) -> None:
+    made = tenants.server.http.post(
+        "/api/users", json={"name": "a-boss", "team": "team-a", "role": "admin"}
+    )
+    assert made.status_code == 201, made.text
+    with tenants.as_("team-a", "team_admin") as a:
+        assert a.get("/api/users/a-boss").status_code == 200
+        changed = a.patch("/api/users/a-boss", json={"disabled": True})
+        assert changed.status_code == 403 and "admin" in changed.json()["detail"]
+        assert a.delete("/api/users/a-boss").status_code == 403
+    assert tenants.server.http.get("/api/users/a-boss").json()["disabled"] is False

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import pytest
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import inspect
+from sqlalchemy.engine import Connection
 
 from modelplane.config import Settings
-from modelplane.store.db import Database
-from modelplane.store.repos import DuplicateName, EndpointRepo, KeyRepo, revision
+from modelplane.store.accounts import AccountRepo
+from modelplane.store.db import MIGRATIONS, Database
+from modelplane.store.repos import (
+    DuplicateName,
+    EndpointRepo,
+    InUse,
+    KeyRepo,
+    TeamRepo,
+    revision,
+    revisions,
+)
 
 
 @pytest.fixture
@@ -54,3 +66,72 @@ async def test_keys_are_stored_hashed(db: Database) -> None:
     revoked = await repo.revoke(k.id)
     assert revoked is not None and revoked.revoked_at is not None
     assert await repo.revoke("missing") is None
+
+
+async def test_accounts_keys_and_teams_hold_together(db: Database) -> None:
+    team = await TeamRepo(db).add("red")
+    accounts, keys = AccountRepo(db), KeyRepo(db)
+    before = await revisions(db, ("keys", "accounts"))
+    alice = await accounts.add(
+        kind="user", name="alice", email="a@x.test", team_id=team.id, role="member", created_by="t"
+    )
+    assert not alice.disabled and alice.label == "user:alice"
+    with pytest.raises(DuplicateName):  # one namespace for users and service accounts
+        await accounts.add(
+            kind="service", name="alice", email=None, team_id=team.id, role="member", created_by="t"
+        )
+    with pytest.raises(DuplicateName):
+        await accounts.add(
+            kind="user",
+            name="bob",
+            email="a@x.test",
+            team_id=team.id,
+            role="member",
+            created_by="t",
+        )
+    disabled = await accounts.update("alice", {"disabled": True})
+    assert disabled is not None and disabled.disabled_at is not None
+    key = await keys.add(
+        name="k", prefix="mp-abc", key_hash="e" * 64, role="member", expires_at=None,
+        team_id=team.id, account_id=alice.id,
+    )  # fmt: skip
+    assert key.account_id == alice.id
+    k, a = await revisions(db, ("keys", "accounts"))
+    assert (k, a) == (before[0] + 1, before[1] + 2)
+    with pytest.raises(InUse):  # a team with accounts stays
+        await TeamRepo(db).delete(team.id)
+    assert [t.name for t in await TeamRepo(db).all()] == ["red"]
+    ((was, now),) = await keys.revoke_account(alice.id)
+    assert was.revoked_at is None and now.revoked_at is not None
+    assert await keys.revoke_account(alice.id) == []
+    assert await accounts.delete(alice.id)
+    unlinked = await keys.get(key.id)
+    assert unlinked is not None and unlinked.account_id is None
+    assert await TeamRepo(db).delete(team.id)
+
+
+def _alembic(conn: Connection, action: str, target: str) -> None:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = conn
+    getattr(command, action)(cfg, target)
+
+
+async def test_the_accounts_migration_goes_down_and_up_again(db: Database) -> None:
+    def schema(c: Connection) -> tuple[set[str], set[str]]:
+        i = inspect(c)
+        return set(i.get_table_names()), {col["name"] for col in i.get_columns("api_keys")}
+
+    key = await KeyRepo(db).add(
+        name="k", prefix="mp-abc", key_hash="d" * 64, role="member", expires_at=None
+    )
+    async with db.engine.begin() as conn:
+        await conn.run_sync(_alembic, "downgrade", "0005")
+    async with db.engine.connect() as conn:
+        tables, columns = await conn.run_sync(schema)
+    assert "accounts" not in tables and "account_id" not in columns
+    await db.migrate()
+    async with db.engine.connect() as conn:
+        tables, columns = await conn.run_sync(schema)
+    assert "accounts" in tables and "account_id" in columns
+    assert await KeyRepo(db).get(key.id) == key  # keys survive the round trip
