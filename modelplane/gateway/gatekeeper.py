@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from modelplane.coord import Counters
+from modelplane.coord import Counters, Slot
 from modelplane.errors import BudgetExceeded, ModelplaneError, RateLimited
 from modelplane.gateway.budgets import BudgetRule, Spend
 from modelplane.gateway.governance import Permit
@@ -214,9 +214,13 @@ class Gatekeeper:
         return Ticket(self, req, route.name, grant)
 
     def hand_over(self, outcome: Outcome) -> None:
-        if self.recorder.submit(outcome):
-            return
         ticket: Ticket = outcome.ticket
+        # Held slots and token estimates limit the next requests: settle those as soon as
+        # the recorder runs (outcomes that arrive meanwhile join the batch); outcomes
+        # that hold nothing can wait a little to be settled together.
+        grant = ticket.grant
+        if self.recorder.submit(outcome, urgent=bool(grant.slots or grant.token_keys)):
+            return
         if ticket.grant.slots:  # the record is lost; the slots must still be given back
             task = asyncio.get_running_loop().create_task(
                 self.limiter.settle(ticket.grant, ticket.grant.tokens)
@@ -252,7 +256,37 @@ class Gatekeeper:
         self._endpoint_rules[name] = (ep, rule, price)
         return ep, rule, price
 
-    async def _settle(self, outcome: Outcome) -> Usage:
+    async def _settle(self, outcomes: list[Outcome]) -> list[Usage]:
+        """Records for a batch of outcomes; then, once for the whole batch, the token
+        estimates replaced by what was used, the slots given back and the spend added."""
+        records: list[Usage] = []
+        tokens: dict[str, int] = {}
+        slots: list[Slot] = []
+        spent: dict[tuple[str | None, str | None], float] = {}
+        for outcome in outcomes:
+            try:
+                usage = self._record(outcome)
+            except Exception:
+                log.exception("settling the usage of request %s failed", outcome.ticket.request_id)
+                continue
+            records.append(usage)
+            t: Ticket = outcome.ticket
+            if t.grant is not NO_LIMITS:
+                delta = usage.prompt_tokens + usage.completion_tokens - t.grant.tokens
+                for key in t.grant.token_keys if delta else ():
+                    tokens[key] = tokens.get(key, 0) + delta
+                slots.extend(t.grant.slots)
+        if tokens or slots:
+            await self.limiter.correct(tokens, slots)
+        for usage in records:
+            if usage.cost_usd > 0:
+                owners = (usage.key_id, usage.team_id)
+                spent[owners] = spent.get(owners, 0.0) + usage.cost_usd
+        for (key_id, team_id), cost in spent.items():
+            await self.spend.add((("key", key_id), ("team", team_id)), cost)
+        return records
+
+    def _record(self, outcome: Outcome) -> Usage:
         t: Ticket = outcome.ticket
         prompt = completion = 0
         estimated = False
@@ -277,10 +311,6 @@ class Gatekeeper:
         cost = 0.0
         if outcome.endpoint and not outcome.cached and (prompt or completion):
             cost = self._endpoint(outcome.endpoint)[2].cost(prompt, completion)
-        if t.grant is not NO_LIMITS:
-            await self.limiter.settle(t.grant, prompt + completion)
-        if cost > 0:
-            await self.spend.add((("key", t.key_id), ("team", t.team_id)), cost)
         self._ids += 1
         return Usage(
             f"{self._id_prefix}{self._ids:016x}",

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,12 +192,19 @@ class Limiter:
 
     async def settle(self, grant: Grant, used: int) -> None:
         """Replace the estimate by the tokens really used, and give back the slots."""
+        delta = used - grant.tokens
+        await self.correct({k: delta for k in grant.token_keys} if delta else {}, grant.slots)
+
+    async def correct(self, tokens: Mapping[str, int], slots: Sequence[Slot]) -> None:
+        """Add token corrections (used minus estimated, summed per counter) in one
+        atomic step, then give back ``slots``."""
         try:
-            delta = used - grant.tokens
-            if delta and grant.token_keys:
-                n = len(grant.token_keys)
-                await self.counters.incr_many(grant.token_keys, [delta] * n, MINUTE, [None] * n)
-            for slot in grant.slots:
+            if tokens:
+                n = len(tokens)
+                await self.counters.incr_many(
+                    list(tokens), list(tokens.values()), MINUTE, [None] * n
+                )
+            for slot in slots:
                 await self.counters.release(slot)
         except CoordError as exc:
             self._warn(exc)

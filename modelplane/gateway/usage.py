@@ -211,12 +211,20 @@ class Tap:
         )
 
 
-Settle = Callable[[Outcome], Awaitable[Usage]]
+Settle = Callable[[list[Outcome]], Awaitable[list[Usage]]]
+"""Turns a batch of outcomes into their records (and gives back what they held)."""
 
 
 class UsageRecorder:
-    """A bounded queue of outcomes, settled one by one by ``settle`` into records,
-    which are written in batches by one background task."""
+    """A bounded queue of outcomes, settled in batches by ``settle`` into records,
+    which are written in batches by one background task.
+
+    The task is not woken for every outcome: the first one queued arms a timer of
+    ``settle_delay_s`` and the outcomes that arrive meanwhile are settled together. An
+    outcome submitted ``urgent`` (it holds a concurrency slot or a token estimate that
+    limits the next requests) wakes it at once; under load, outcomes that arrive while
+    it settles one batch still form the next one, so token corrections of many requests
+    take one Redis round trip."""
 
     def __init__(
         self,
@@ -227,9 +235,11 @@ class UsageRecorder:
         batch_max: int = 500,
         queue_max: int = 10_000,
         close_timeout_s: float = 10.0,
+        settle_delay_s: float = 0.02,
     ) -> None:
         self.repo = repo
         self.settle = settle
+        self.settle_delay_s = settle_delay_s
         self.flush_interval_s = flush_interval_s
         self.batch_max = batch_max
         self.queue_max = queue_max
@@ -244,8 +254,9 @@ class UsageRecorder:
         self._flushing: asyncio.Task[None] | None = None
         self._due = 0.0
         self._backoff = flush_interval_s
+        self._timer: asyncio.TimerHandle | None = None
 
-    def submit(self, outcome: Outcome) -> bool:
+    def submit(self, outcome: Outcome, *, urgent: bool = False) -> bool:
         """Queue an outcome; False (and it is dropped) when the queue is full."""
         if len(self._queue) + len(self._records) >= self.queue_max or self._closing:
             self.dropped += 1
@@ -258,9 +269,15 @@ class UsageRecorder:
                 )
             return False
         self._queue.append(outcome)
-        if len(self._queue) == 1:
+        if urgent or len(self._queue) >= self.batch_max:
             self._wake.set()
+        elif self._timer is None and not self._wake.is_set():
+            self._timer = asyncio.get_running_loop().call_later(self.settle_delay_s, self._due_now)
         return True
+
+    def _due_now(self) -> None:
+        self._timer = None
+        self._wake.set()
 
     def unwritten(self) -> list[Usage]:
         """Records settled but not written yet."""
@@ -296,12 +313,13 @@ class UsageRecorder:
         while True:
             # Settle in bounded rounds, so a steady stream of outcomes cannot starve
             # the writes; writes run beside the settling (slots are given back there).
-            for _ in range(min(len(self._queue), self.batch_max)):
-                outcome = self._queue.popleft()
+            if self._queue:
+                n = min(len(self._queue), self.batch_max)
+                batch = [self._queue.popleft() for _ in range(n)]
                 try:
-                    self._records.append(await self.settle(outcome))
+                    self._records.extend(await self.settle(batch))
                 except Exception:
-                    log.exception("settling a usage record failed; it is lost")
+                    log.exception("settling %d usage records failed; they are lost", n)
             if self._records and self._flushing is None:
                 # A full batch goes at once, unless writes are failing (then: backoff).
                 early = (

@@ -112,8 +112,8 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     await database.close()
 
 
-async def _settle(outcome: Outcome) -> Usage:
-    return _usage(int(outcome.ticket))
+async def _settle(outcomes: list[Outcome]) -> list[Usage]:
+    return [_usage(int(outcome.ticket)) for outcome in outcomes]
 
 
 async def test_the_recorder_batches_retries_and_drains_at_close(db: Database) -> None:
