@@ -29,6 +29,7 @@ from modelplane.api import (
 )
 from modelplane.api.fastpath import KINDS, FastPath
 from modelplane.api.middleware import BodyLimitMiddleware, RequestIdMiddleware, TracingMiddleware
+from modelplane.api.openapi import with_openai_routes
 from modelplane.api.platform import Platform
 from modelplane.config import Settings
 from modelplane.ui import STATIC
@@ -39,7 +40,8 @@ if TYPE_CHECKING:
 
 class ModelplaneApp(FastAPI):
     """FastAPI, except that the OpenAI POST routes skip its middleware stack and router
-    for the same request id and body limit in front of ``FastPath`` (bench/README.md)."""
+    for the same request id and body limit in front of ``FastPath`` (bench/README.md),
+    and its OpenAPI document has them added (``api/openapi.py``)."""
 
     def __init__(self, *, max_body_bytes: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -51,6 +53,11 @@ class ModelplaneApp(FastAPI):
             await self._fast(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
+
+    def openapi(self) -> dict[str, Any]:
+        if not self.openapi_schema:
+            self.openapi_schema = with_openai_routes(super().openapi())
+        return self.openapi_schema
 
 
 def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = None) -> FastAPI:

@@ -8,11 +8,12 @@ from typing import Any
 from fastapi import APIRouter
 
 from modelplane.api.deps import InferenceDep, PlatformDep
+from modelplane.api.openapi import BEARER, TAG
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", tags=[TAG])
 
 
-@router.get("/models")
+@router.get("/models", openapi_extra=BEARER)
 async def models(platform: PlatformDep, caller: InferenceDep) -> dict[str, Any]:
     created = {ep.name: int(ep.created_at.timestamp()) for ep in platform.router.models()}
     return {
