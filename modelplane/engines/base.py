@@ -19,7 +19,8 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
+    frequency_penalty: float | None = None
+    """None: the engine's default."""
     logprobs: bool = False
     top_logprobs: int = 0
     response_format: dict[str, Any] | None = None

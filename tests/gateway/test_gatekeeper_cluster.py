@@ -31,9 +31,14 @@ def fake() -> Iterator[FakeUpstream]:
 
 @pytest.fixture
 def pair(
-    tmp_path: Path, database_url: str, redis_url: str, fake: FakeUpstream
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    database_url: str,
+    redis_url: str,
+    fake: FakeUpstream,
 ) -> Iterator[tuple[Server, Server]]:
     env = {"MODELPLANE_REDIS_URL": redis_url, "MODELPLANE_USAGE_FLUSH_INTERVAL_S": "0.1"}
+    env |= getattr(request, "param", {})
     servers: list[Server] = []
     try:
         for name in ("a", "b"):
@@ -141,6 +146,8 @@ def test_a_teams_hard_budget_stops_it_on_both_processes(pair: tuple[Server, Serv
     assert budget["spent_usd"] == pytest.approx(0.05) and budget["hard_exceeded"]
 
 
+# At the default refresh interval (the other tests poll five times faster).
+@pytest.mark.parametrize("pair", [{"MODELPLANE_CACHE_REFRESH_INTERVAL_S": "1.0"}], indirect=True)
 def test_a_revoked_key_is_refused_by_both_processes_within_two_seconds(
     pair: tuple[Server, Server],
 ) -> None:

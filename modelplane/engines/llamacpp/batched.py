@@ -113,7 +113,7 @@ class BatchedDecoder:
                 self._llm.n_vocab(),
                 PENALTY_LAST_N,
                 o.repeat_penalty,
-                p.frequency_penalty,
+                o.frequency_penalty if p.frequency_penalty is None else p.frequency_penalty,
                 p.presence_penalty,
             )
         )

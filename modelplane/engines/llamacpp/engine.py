@@ -230,7 +230,9 @@ class _LlamaExecutor:
             min_p=o.min_p,
             temp=temp,
             repeat_penalty=o.repeat_penalty,
-            frequency_penalty=p.frequency_penalty,
+            frequency_penalty=o.frequency_penalty
+            if p.frequency_penalty is None
+            else p.frequency_penalty,
             presence_penalty=p.presence_penalty,
             grammar=grammar,
         )

@@ -30,6 +30,10 @@ class LlamaCppOptions(BaseModel):
     repeat_penalty: float = Field(default=1.0, ge=0.5, le=2.0)
     """llama.cpp's penalty on tokens seen in the last 64 (1.0: off); OpenAI's
     presence/frequency penalties of a request apply on top."""
+    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    """OpenAI's frequency penalty for requests that do not set their own: each time a
+    token has appeared lowers it further, which breaks loops a flat repeat penalty
+    cannot."""
     max_batch: int = Field(default=4, ge=1, le=64)
     """Sequences decoded together (1: one at a time, with prefix reuse across requests;
     more: higher throughput under concurrency, a KV cache of ``n_ctx`` per sequence)."""
