@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -61,7 +61,7 @@ def _usage(
 async def test_usage_is_inserted_once_and_added_up(db: Database) -> None:
     repo = UsageRepo(db)
     day1 = datetime(2026, 3, 1, 23, 59, tzinfo=UTC)
-    day2 = datetime(2026, 3, 2, 0, 1, tzinfo=UTC)
+    day2 = datetime(2026, 3, 2, 2, 1, 0, 123456, tzinfo=timezone(timedelta(hours=2)))
     records = [
         _usage(1, day1, "ta", "k1", "e1"),
         _usage(2, day1, "ta", "k2", "e2", status=500),
@@ -70,7 +70,8 @@ async def test_usage_is_inserted_once_and_added_up(db: Database) -> None:
     ]
     await repo.add_many(records)
     await repo.add_many(records[:2])  # a retried batch
-    assert len(await repo.all()) == 4
+    # Every field reads back as written (times in UTC, to the microsecond).
+    assert sorted(await repo.all(), key=lambda u: u.id) == records
 
     overall = (await repo.totals(None))[0]
     assert (overall.requests, overall.errors) == (4, 2)
