@@ -32,7 +32,7 @@ import jwt
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from modelplane.errors import AuthenticationError, ModelplaneError
-from modelplane.identity import ROLES, SCOPES, Caller, Role
+from modelplane.identity import ROLES, SCOPES, Caller, Role, lower_role
 from modelplane.store.records import Account
 
 log = logging.getLogger(__name__)
@@ -337,6 +337,8 @@ class JwtAuth:
                 f"role {_short(raw_role)} in the token's '{s.role_claim}' claim is not a "
                 f"modelplane role; use one of {', '.join(ROLES)}"
             )
+        if user is not None:  # as for keys: the user's role is a ceiling
+            role = lower_role(role, _ROLE_BY_NAME.get(user.role, "viewer"))
         team = claims.get(s.team_claim)
         team_id: str | None = None
         if team is None:

@@ -323,9 +323,11 @@ async def test_tokens_of_modelplane_users(tmp_path: Path, keys: dict[str, Key]) 
         alice = a.verify(k.sign(claims(role=None, team=None)))
         assert (alice.role, alice.team_id, alice.account) == ("viewer", "team-ops-id", "user:alice")
         assert alice.actor == f"user:alice (jwt:{ISSUER}#alice)"
-        # Claims the token has win.
+        # A team claim wins; a role claim never lifts the caller above the user's role.
         claimed = a.verify(k.sign(claims(role="member", team="research")))
-        assert (claimed.role, claimed.team_id) == ("member", "team-research-id")
+        assert (claimed.role, claimed.team_id) == ("viewer", "team-research-id")
+        root_as_member = a.verify(k.sign(claims(sub="root", role="member", team="research")))
+        assert root_as_member.role == "member"
         root = a.verify(k.sign(claims(sub="root", role=None, team=None)))
         assert root.is_admin and root.team_id is None and root.account == "user:root"
         # Matched by email when the subject names no user.
