@@ -148,6 +148,12 @@ class Spend:
             if spent >= cur.hard:
                 raise BudgetExceeded(_refusal(cur, spent))
 
+    def tracks(self, key_id: str | None, team_id: str | None) -> bool:
+        """Whether the key or the team has a budget (whose spend requests change)."""
+        self._sync()
+        current = self._current
+        return bool(current) and (("key", key_id) in current or ("team", team_id) in current)
+
     async def add(self, owners: Iterable[tuple[str, str | None]], cost_usd: float) -> None:
         """Add one request's cost to the budgets of its key and team (those that exist)."""
         amount = nano(cost_usd)

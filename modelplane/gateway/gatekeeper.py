@@ -215,11 +215,14 @@ class Gatekeeper:
 
     def hand_over(self, outcome: Outcome) -> None:
         ticket: Ticket = outcome.ticket
-        # Held slots and token estimates limit the next requests: settle those as soon as
-        # the recorder runs (outcomes that arrive meanwhile join the batch); outcomes
-        # that hold nothing can wait a little to be settled together.
+        # Held slots, token estimates and spend against a budget limit the next
+        # requests: settle those as soon as the recorder runs (outcomes that arrive
+        # meanwhile join the batch); the others can wait a little to be settled together.
         grant = ticket.grant
-        if self.recorder.submit(outcome, urgent=bool(grant.slots or grant.token_keys)):
+        urgent = bool(grant.slots or grant.token_keys) or self.spend.tracks(
+            ticket.key_id, ticket.team_id
+        )
+        if self.recorder.submit(outcome, urgent=urgent):
             return
         if ticket.grant.slots:  # the record is lost; the slots must still be given back
             task = asyncio.get_running_loop().create_task(

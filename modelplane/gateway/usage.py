@@ -221,10 +221,10 @@ class UsageRecorder:
 
     The task is not woken for every outcome: the first one queued arms a timer of
     ``settle_delay_s`` and the outcomes that arrive meanwhile are settled together. An
-    outcome submitted ``urgent`` (it holds a concurrency slot or a token estimate that
-    limits the next requests) wakes it at once; under load, outcomes that arrive while
-    it settles one batch still form the next one, so token corrections of many requests
-    take one Redis round trip."""
+    outcome submitted ``urgent`` (it holds a concurrency slot or a token estimate, or
+    its cost counts against a budget: what limits the next requests) wakes it at once;
+    under load, outcomes that arrive while it settles one batch still form the next
+    one, so token corrections of many requests take one Redis round trip."""
 
     def __init__(
         self,
