@@ -40,12 +40,12 @@ if TYPE_CHECKING:
 
 class ModelplaneApp(FastAPI):
     """FastAPI, except that the OpenAI POST routes skip its middleware stack and router
-    for the same request id and body limit in front of ``FastPath`` (bench/README.md),
+    for ``FastPath``, which keeps the same request ids and body limit (bench/README.md),
     and its OpenAPI document has them added (``api/openapi.py``)."""
 
     def __init__(self, *, max_body_bytes: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._fast = RequestIdMiddleware(BodyLimitMiddleware(FastPath(), limit=max_body_bytes))
+        self._fast = FastPath(max_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in KINDS:

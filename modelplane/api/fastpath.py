@@ -6,7 +6,10 @@ is forwarded as bytes. Serving them here, rather than through FastAPI's router, 
 about a third of the gateway's CPU per request away (bench/README.md). Everything else
 — ``/api``, ``GET /v1/models``, ``/ui`` — goes on to FastAPI.
 
-Errors are rendered by the same function FastAPI's handlers use (``api.errors``).
+It does what the middleware does for every other route itself (the request id, echoed
+in ``x-request-id``; the body-size bound), without wrapping ``receive`` and ``send``
+once per layer. Errors are rendered by the same function FastAPI's handlers use
+(``api.errors``).
 A client that disconnects cancels its request, streaming or not, which cancels the
 upstream call and frees the model replica (noticed once the request has run for
 ``WATCH_AFTER_S``).
@@ -23,9 +26,11 @@ from starlette.datastructures import Headers
 from starlette.types import Message, Receive, Scope, Send
 
 from modelplane.api.errors import error_response
+from modelplane.api.middleware import declares_too_much, request_id, too_large
 from modelplane.errors import ModelplaneError, PermissionDenied
 from modelplane.gateway.proxy import Inbound, peek
 from modelplane.providers.base import Kind, Reply
+from modelplane.telemetry.logging import request_id_var
 
 if TYPE_CHECKING:
     from modelplane.api.platform import Platform
@@ -49,19 +54,24 @@ class _Left(Exception):
     """The client disconnected."""
 
 
-async def _body(receive: Receive) -> bytes:
+async def _body(receive: Receive, limit: int) -> bytes:
     chunks = []
+    seen = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise _Left
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        seen += len(chunk)
+        if seen > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
 
 
-def _headers(reply: Reply, length: int | None) -> list[tuple[bytes, bytes]]:
-    out = [(b"content-type", reply.content_type.encode("latin-1"))]
+def _headers(reply: Reply, length: int | None, rid: bytes) -> list[tuple[bytes, bytes]]:
+    out = [(b"content-type", reply.content_type.encode("latin-1")), (b"x-request-id", rid)]
     if length is not None:
         out.append((b"content-length", str(length).encode()))
     out.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items())
@@ -71,28 +81,50 @@ def _headers(reply: Reply, length: int | None) -> list[tuple[bytes, bytes]]:
 class FastPath:
     """The handler for ``KINDS`` paths (``ModelplaneApp`` sends only those here)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_body_bytes: int) -> None:
+        self.limit = max_body_bytes
         self._platform: Platform | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = KINDS[scope["path"]]
-        if scope["method"] != "POST":
-            err = ModelplaneError(
-                f"{scope['method']} is not allowed on {scope['path']}; allowed: POST"
-            )
-            err.status, err.type, err.code = 405, "invalid_request_error", "method_not_allowed"
-            err.extra_headers = {**err.extra_headers, "allow": "POST"}
-            await error_response(err, scope["path"])(scope, receive, send)
-            return
-        if self._platform is None:
-            self._platform = scope["app"].state.platform
-        assert self._platform is not None
-        await self._serve(self._platform, kind, scope, receive, send)
+        rid = request_id(scope)
+        token = request_id_var.set(rid)
+        try:
+            kind = KINDS[scope["path"]]
+            if scope["method"] != "POST":
+                err = ModelplaneError(
+                    f"{scope['method']} is not allowed on {scope['path']}; allowed: POST"
+                )
+                err.status, err.type, err.code = 405, "invalid_request_error", "method_not_allowed"
+                err.extra_headers = {**err.extra_headers, "allow": "POST"}
+                await self._error(err, rid, scope, receive, send)
+                return
+            if declares_too_much(scope, self.limit):
+                await self._error(too_large(self.limit), rid, scope, receive, send)
+                return
+            if self._platform is None:
+                self._platform = scope["app"].state.platform
+            assert self._platform is not None
+            await self._serve(self._platform, kind, rid, scope, receive, send)
+        finally:
+            request_id_var.reset(token)
+
+    @staticmethod
+    async def _error(
+        exc: ModelplaneError, rid: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        exc.extra_headers = {**exc.extra_headers, "x-request-id": rid}
+        await error_response(exc, scope["path"])(scope, receive, send)
 
     async def _serve(
-        self, platform: Platform, kind: Kind, scope: Scope, receive: Receive, send: Send
+        self,
+        platform: Platform,
+        kind: Kind,
+        rid: str,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
     ) -> None:
-        rid: str = scope["state"]["request_id"]
+        raw_rid = rid.encode("latin-1")
         headers = Headers(scope=scope)
         # Metrics, the trace, the dashboard's stats and the summary log line, once.
         obs = platform.observer.begin(kind, scope["path"], rid, headers)
@@ -123,7 +155,7 @@ class FastPath:
                 raise PermissionDenied(
                     f"this key cannot call models (role {caller.role}, needs 'inference')"
                 )
-            body = await _body(receive)
+            body = await _body(receive, self.limit)
             peeked = peek(body)
             obs.model, obs.body = peeked.model, peeked.body
             # The body is read: the next message can only be the client leaving.
@@ -136,7 +168,7 @@ class FastPath:
                     {
                         "type": "http.response.start",
                         "status": reply.status,
-                        "headers": _headers(reply, len(data)),
+                        "headers": _headers(reply, len(data), raw_rid),
                     }
                 )
                 await send({"type": "http.response.body", "body": data})
@@ -148,7 +180,7 @@ class FastPath:
                 {
                     "type": "http.response.start",
                     "status": reply.status,
-                    "headers": _headers(reply, None) + STREAM_HEADERS,
+                    "headers": _headers(reply, None, raw_rid) + STREAM_HEADERS,
                 }
             )
             await self._relay(stream, send)
@@ -162,7 +194,7 @@ class FastPath:
         except ModelplaneError as exc:
             obs.failed(exc)
             if not answering:
-                await error_response(exc, scope["path"])(scope, receive, send)
+                await self._error(exc, rid, scope, receive, send)
         except Exception as exc:  # never a stack trace to the client
             obs.failed(exc)
             log.error("unexpected %s on %s", type(exc).__name__, scope["path"], exc_info=exc)
@@ -171,7 +203,7 @@ class FastPath:
             err = ModelplaneError(
                 f"internal error; the server log has the details (request id {rid})"
             )
-            await error_response(err, scope["path"])(scope, receive, send)
+            await self._error(err, rid, scope, receive, send)
         finally:
             obs.close()
             if timer is not None:

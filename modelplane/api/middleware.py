@@ -22,13 +22,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = ""
-        for name, value in scope["headers"]:
-            if name in (b"x-request-id", b"x-correlation-id"):
-                rid = value.decode("latin-1")[:128]
-                break
-        rid = rid or os.urandom(16).hex()  # as unique as a uuid4, 5x cheaper
-        scope.setdefault("state", {})["request_id"] = rid
+        rid = request_id(scope)
         token = request_id_var.set(rid)
         raw = rid.encode("latin-1")
 
@@ -43,6 +37,33 @@ class RequestIdMiddleware:
             request_id_var.reset(token)
 
 
+def request_id(scope: Scope) -> str:
+    """The request's ``x-request-id`` (or ``x-correlation-id``), else a new one; kept
+    in ``scope["state"]``."""
+    rid = ""
+    for name, value in scope["headers"]:
+        if name in (b"x-request-id", b"x-correlation-id"):
+            rid = value.decode("latin-1")[:128]
+            break
+    rid = rid or os.urandom(16).hex()  # as unique as a uuid4, 5x cheaper
+    scope.setdefault("state", {})["request_id"] = rid
+    return rid
+
+
+def too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"the request body is larger than the {limit}-byte limit (MODELPLANE_MAX_BODY_BYTES)"
+    )
+
+
+def declares_too_much(scope: Scope, limit: int) -> bool:
+    """Whether the request's ``content-length`` is over ``limit``."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return value.isdigit() and int(value) > limit
+    return False
+
+
 class BodyLimitMiddleware:
     """Refuses bodies over ``limit`` bytes: at once when Content-Length says so,
     otherwise as soon as the streamed body crosses the limit."""
@@ -55,14 +76,9 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_big = PayloadTooLarge(
-            f"the request body is larger than the {self.limit}-byte limit "
-            "(MODELPLANE_MAX_BODY_BYTES)"
-        )
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await error_response(too_big, scope["path"])(scope, receive, send)
-                return
+        if declares_too_much(scope, self.limit):
+            await error_response(too_large(self.limit), scope["path"])(scope, receive, send)
+            return
         seen = 0
 
         async def bounded() -> Message:
@@ -71,7 +87,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise too_big
+                    raise too_large(self.limit)
             return message
 
         await self.app(scope, bounded, send)

@@ -198,6 +198,20 @@ def test_every_response_carries_a_request_id(shared_server: Server) -> None:
     assert mine.headers["x-request-id"] == "abc-123"
     corr = shared_server.http.get("/v1/models", headers={"x-correlation-id": "corr-9"})
     assert corr.headers["x-request-id"] == "corr-9"
+    # The OpenAI POST routes (served outside FastAPI) too: answers and every error.
+    url = "/v1/chat/completions"
+    ok_body = {"model": "smollm2", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}
+    answered = shared_server.http.post(url, json=ok_body, headers={"x-request-id": "rq-1"})
+    assert answered.status_code == 200 and answered.headers["x-request-id"] == "rq-1"
+    errors = {
+        400: shared_server.http.post(url, content=b"{", headers={"x-request-id": "rq-2"}),
+        401: httpx.post(shared_server.base_url + url, json=ok_body),
+        405: shared_server.http.get(url),
+        413: shared_server.http.post(url, content=b"x" * (5 * 1024 * 1024)),
+    }
+    for status, resp in errors.items():
+        assert resp.status_code == status and resp.headers["x-request-id"], status
+    assert errors[400].headers["x-request-id"] == "rq-2"
 
 
 def test_json_object_response_format_gives_json(shared_server: Server) -> None:
