@@ -22,7 +22,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from starlette.datastructures import Headers
 from starlette.types import Message, Receive, Scope, Send
 
 from modelplane.api.errors import error_response
@@ -125,7 +124,11 @@ class FastPath:
         send: Send,
     ) -> None:
         raw_rid = rid.encode("latin-1")
-        headers = Headers(scope=scope)
+        # One pass into a dict: the request path looks headers up several times, and a
+        # scan of the raw list per lookup costs more. The first of repeated names wins.
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
         # Metrics, the trace, the dashboard's stats and the summary log line, once.
         obs = platform.observer.begin(kind, scope["path"], rid, headers)
         me = asyncio.current_task()

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class BalancingConfig(BaseModel):
@@ -45,7 +45,12 @@ class BalancingConfig(BaseModel):
     load_factor: float = Field(default=1.25, ge=1.0, le=10.0)
     """prefix_cache: how far above the average load one replica may go."""
     affinity_header: str = "x-session-id"
-    """session_affinity: the request header that names the session."""
+    """session_affinity: the request header that names the session (any case)."""
+
+    @field_validator("affinity_header")
+    @classmethod
+    def _lower(cls, v: str) -> str:
+        return v.lower()  # request headers are looked up by their lowercase names
 
     @classmethod
     def parse(cls, value: object) -> BalancingConfig:

@@ -75,6 +75,8 @@ def test_session_affinity_is_sticky_and_moves_only_the_departed_replicas_session
     assert moved and all(home[k] == "http://c" for k in moved)
     # The OpenAI ``user`` field works as the session key too.
     assert s.choose(URLS, req(body={"user": "user-7"}), Stats()) == home["user-7"]
+    # A header named in any case is looked up as the server receives it: lowercase.
+    assert BalancingConfig.parse({"affinity_header": "X-Tenant"}).affinity_header == "x-tenant"
 
 
 def test_prefix_cache_keeps_a_shared_prefix_on_one_replica_until_its_bound() -> None:
