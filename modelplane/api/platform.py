@@ -26,6 +26,7 @@ from modelplane.control.routes import RouteService
 from modelplane.control.secrets import SecretService, master_secret
 from modelplane.control.teams import TeamService
 from modelplane.gateway.cache import ResponseCache
+from modelplane.gateway.health import HealthChecker
 from modelplane.gateway.proxy import Proxy
 from modelplane.gateway.router import Router
 from modelplane.gateway.routes import RouteTable
@@ -83,6 +84,8 @@ class Platform:
     observer: Observer = field(init=False)
     """Records each /v1 request: stats, metrics, its trace's root span, the access log."""
     gauges: Gauges | None = None
+    health: HealthChecker | None = None
+    """Active health checks of external endpoints that ask for them."""
 
     def __post_init__(self) -> None:
         self.audit = AuditLog(self.db)
@@ -180,7 +183,14 @@ class Platform:
             secrets=secrets.get,
             governor=governance.gatekeeper if settings.governance_enabled else None,
         )
-        endpoints = EndpointService(reconciler, teams, routes)
+        health = HealthChecker(
+            lambda: reconciler.endpoints,
+            router,
+            proxy.upstream,
+            follow_s=settings.cache_refresh_interval_s,
+        )
+        health.start()
+        endpoints = EndpointService(reconciler, teams, routes, health=health.state)
         jwt_auth = None
         if settings.jwt is not None:
             jwt_auth = JwtAuth(settings.jwt, teams.id_of, accounts.user_for)
@@ -202,6 +212,7 @@ class Platform:
             new_admin,
         )
         platform.jwt = jwt_auth
+        platform.health = health
         platform.metrics = metrics
         platform.tracing = Tracing.configure(
             settings.otel_endpoint,
@@ -227,6 +238,8 @@ class Platform:
         if self.jwt is not None:
             await self.jwt.close()
         await self.governance.close()
+        if self.health is not None:
+            await self.health.close()
         await self.proxy.close()
         await self.coord.close()
         await self.routes.close()

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from modelplane.errors import first_invalid
 from modelplane.gateway.balancing import BalancingConfig
 from modelplane.gateway.gatekeeper import Price
+from modelplane.gateway.health import HealthCheck
 from modelplane.gateway.limits import RateLimits
 from modelplane.gateway.router import QueueConfig
 from modelplane.identity import Role, Scope
@@ -21,13 +22,15 @@ class _Strict(BaseModel):
 
 def _check_balancing(options: dict[str, Any] | None) -> dict[str, Any] | None:
     """The gateway's own options (``balancing``, ``queue``, ``limits``, ``price``,
-    ``log_prompts``) are checked here; the engine's are checked by the engine when the
-    endpoint is written."""
+    ``log_prompts``, ``health_check``) are checked here; the engine's are checked by the
+    engine when the endpoint is written, and whether a provider's health check needs a
+    ``path`` by the endpoint service, which knows the provider."""
     for name, parse in (
         ("balancing", BalancingConfig.parse),
         ("queue", QueueConfig.model_validate),
         ("limits", RateLimits.model_validate),
         ("price", Price.model_validate),
+        ("health_check", HealthCheck.model_validate),
     ):
         if options and name in options:
             try:

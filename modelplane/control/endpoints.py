@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
+
+from pydantic import ValidationError
 
 from modelplane.control.audit import AuditLog
 from modelplane.control.names import NAME
@@ -11,7 +14,8 @@ from modelplane.control.reconciler import Reconciler
 from modelplane.control.routes import RouteService
 from modelplane.control.teams import TeamService
 from modelplane.engines import registry as engines
-from modelplane.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
+from modelplane.errors import Conflict, InvalidRequest, NotFound, PermissionDenied, first_invalid
+from modelplane.gateway.health import Health, HealthCheck
 from modelplane.gateway.routes import RouteSpec
 from modelplane.identity import Caller
 from modelplane.providers import registry as providers
@@ -32,6 +36,12 @@ def _check_spec(engine: str, model: str, options: dict[str, Any]) -> None:
         raise InvalidRequest(
             f"unknown engine '{engine}'; available: {', '.join(engines.names())}",
             param="engine",
+        )
+    if "health_check" in options:
+        raise InvalidRequest(
+            "options.health_check is for external endpoints; modelplane checks its own "
+            "replicas' /health every MODELPLANE_HEALTH_INTERVAL_S",
+            param="options",
         )
     engine_options = {k: v for k, v in options.items() if k not in GATEWAY_OPTIONS}
     try:
@@ -67,14 +77,37 @@ def _check_provider(provider: str, options: dict[str, Any]) -> None:
             "to the secret itself",
             param="options",
         )
+    if options.get("health_check") is not None:
+        try:
+            check = HealthCheck.model_validate(options["health_check"])
+        except ValidationError as exc:
+            where, why = first_invalid(exc.errors())
+            raise InvalidRequest(f"options.health_check.{where}: {why}", param="options") from None
+        default = getattr(providers.get(provider), "health_path", None)
+        if check.path is None and default is None:
+            raise InvalidRequest(
+                f"options.health_check needs a 'path' for the {provider} provider, which has "
+                "no cheap read-only request of its own to check: give the path of one that "
+                "answers 2xx when the upstream is up (GET base_url + path, with the "
+                "endpoint's credentials), or leave health_check out",
+                param="options",
+            )
 
 
 class EndpointService:
     """Every call names its caller: another team's private endpoint reads as missing
     (404); one shared with the caller can be used and read but not changed (403)."""
 
-    def __init__(self, reconciler: Reconciler, teams: TeamService, routes: RouteService) -> None:
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        teams: TeamService,
+        routes: RouteService,
+        *,
+        health: Callable[[str], Health | None] | None = None,
+    ) -> None:
         self.reconciler = reconciler
+        self.health = health
         self.db = reconciler.db
         self.repo = EndpointRepo(reconciler.db)
         self.audit = AuditLog(reconciler.db)
@@ -99,7 +132,13 @@ class EndpointService:
 
     def view(self, ep: Endpoint) -> dict[str, Any]:
         if ep.provider is not None:
-            return {**self.state(ep), "status": "external"}
+            view = {**self.state(ep), "status": "external"}
+            if ep.options.get("health_check") is not None:
+                health = (self.health(ep.name) if self.health else None) or Health()
+                view["health"] = health.view()
+                if not health.healthy:
+                    view["status"] = "failed"  # out of service until its check passes
+            return view
         replicas = self.reconciler.runtime.replicas(ep.name)
         ready = sum(r.status == ReplicaStatus.READY for r in replicas)
         return {

@@ -1,8 +1,9 @@
 """From an endpoint to one of its upstream addresses, without touching the database.
 
 Local endpoints have replicas (from the runtime); an external provider's endpoint has
-one address, its base URL, treated as an always-ready replica so that balancing,
-outstanding counts and outlier ejection work the same for both.
+one address, its base URL, treated as a ready replica so that balancing, outstanding
+counts and outlier ejection work the same for both; it reads failed while the
+endpoint's active health check (``gateway/health.py``) has it out of service.
 
 Admission: an endpoint may cap in-flight requests per replica (``options.queue``).
 When every replica is at its cap, requests wait in a bounded first-come queue for a
@@ -66,6 +67,7 @@ class Router:
         self._replicas = replicas
         self._policies: dict[str, _Policy] = {}
         self._external: dict[str, tuple[Endpoint, list[Replica]]] = {}
+        self._unhealthy: dict[str, str] = {}
         self._endpoint_of: dict[str, str] = {}
         self.stats = Stats()
         self.outliers = Outliers()
@@ -90,9 +92,21 @@ class Router:
         if cached is None or cached[0] is not ep:
             url = str(ep.options.get("base_url") or providers.get(ep.provider).default_base_url)
             rep = Replica(ep.name, 0, ep.generation, ReplicaStatus.READY, url)
+            _mark(rep, self._unhealthy.get(ep.name))
             cached = (ep, [rep])
             self._external[ep.name] = cached
         return cached[1]
+
+    def set_health(self, name: str, error: str | None) -> None:
+        """An external endpoint's active health check took it out of service (``error``
+        says why) or put it back (``None``)."""
+        if error is None:
+            self._unhealthy.pop(name, None)
+        else:
+            self._unhealthy[name] = error
+        cached = self._external.get(name)
+        if cached is not None:
+            _mark(cached[1][0], error)
 
     def _policy(self, ep: Endpoint) -> _Policy:
         raw = (ep.options.get("balancing"), ep.options.get("queue"))
@@ -115,6 +129,13 @@ class Router:
     def _unavailable(self, ep: Endpoint) -> NoReadyReplica:
         reps = self.replicas(ep)
         starting = sum(r.status in (ReplicaStatus.PENDING, ReplicaStatus.STARTING) for r in reps)
+        unhealthy = self._unhealthy.get(ep.name) if ep.provider is not None else None
+        if unhealthy is not None:
+            return NoReadyReplica(
+                f"endpoint '{ep.name}' is out of service: its health check is failing "
+                f"({unhealthy}); it takes requests again once the check passes",
+                retry_after=2,
+            )
         if ep.replicas == 0:
             why = "it is scaled to 0 replicas; scale it up"
         elif starting:
@@ -226,3 +247,8 @@ class Router:
         """Record a replica's time to first byte."""
         old = self.stats.latency.get(url)
         self.stats.latency[url] = seconds if old is None else (old + EWMA_WEIGHT * (seconds - old))
+
+
+def _mark(rep: Replica, unhealthy: str | None) -> None:
+    rep.status = ReplicaStatus.READY if unhealthy is None else ReplicaStatus.FAILED
+    rep.last_error = unhealthy

@@ -44,7 +44,13 @@ from modelplane.providers.translate import (
     Untranslatable,
     parse_chat,
 )
-from modelplane.providers.wire import error_message, error_reply, passed_headers
+from modelplane.providers.wire import (
+    error_message,
+    error_reply,
+    passed_headers,
+    probe,
+    probe_path,
+)
 
 _FINISH = {
     "end_turn": "stop",
@@ -80,6 +86,7 @@ class AnthropicProvider:
     name: ClassVar[str] = "anthropic"
     default_base_url: ClassVar[str] = "https://api.anthropic.com"
     kinds: ClassVar[frozenset[Kind]] = frozenset({"chat"})
+    health_path: ClassVar[str | None] = "/v1/models"
 
     def _headers(self, target: Target, extra: Mapping[str, str]) -> dict[str, str]:
         opts = target.options
@@ -127,6 +134,12 @@ class AnthropicProvider:
             if not data.get("has_more") or not data.get("last_id"):
                 return names
             params = {"limit": "1000", "after_id": str(data["last_id"])}
+
+    async def health(self, session: aiohttp.ClientSession, target: Target) -> None:
+        path = probe_path(target, self.health_path)
+        # One model is enough to know the API and the key work.
+        params = {"limit": "1"} if path == self.health_path else None
+        await probe(session, _base(target) + path, path, self._headers(target, {}), params)
 
 
 def _base(target: Target) -> str:

@@ -20,6 +20,10 @@ The contract the gateway relies on, for every provider:
   the middle of a stream ends it with an ``error`` SSE event, never an exception.
 - Secrets (``Target.credentials``) never appear in a ``Reply``, an exception message or a
   log line.
+- ``health`` (active health checks, ``options.health_check``) returns when the
+  upstream answers a cheap read-only GET with 2xx and raises otherwise: a transport
+  error as above, or ``UpstreamError`` whose message names the path and the status,
+  never the URL (it may carry credentials) nor the upstream's body (it may echo a key).
 """
 
 from __future__ import annotations
@@ -87,9 +91,17 @@ class Provider(Protocol):
     default_base_url: ClassVar[str]
     kinds: ClassVar[frozenset[Kind]]
     """Which request kinds this upstream can serve."""
+    health_path: ClassVar[str | None]
+    """What ``health`` GETs by default; ``None`` where the upstream has no cheap
+    read-only request, so a health check must name ``options.health_check.path``."""
 
     async def send(self, session: aiohttp.ClientSession, target: Target, call: Call) -> Reply: ...
 
     async def models(self, session: aiohttp.ClientSession, target: Target) -> list[str]:
         """The model names the upstream offers (empty where it cannot tell)."""
+        ...
+
+    async def health(self, session: aiohttp.ClientSession, target: Target) -> None:
+        """GET ``options.health_check.path`` (else ``health_path``) with the upstream's
+        auth; raise unless it answers 2xx."""
         ...

@@ -48,7 +48,7 @@ from modelplane.providers.translate import (
     Untranslatable,
     parse_chat,
 )
-from modelplane.providers.wire import error_message, error_reply
+from modelplane.providers.wire import error_message, error_reply, probe, probe_path
 
 _FINISH = {
     "end_turn": "stop",
@@ -101,6 +101,7 @@ class BedrockProvider:
     name: ClassVar[str] = "bedrock"
     default_base_url: ClassVar[str] = "https://bedrock-runtime.{region}.amazonaws.com"
     kinds: ClassVar[frozenset[Kind]] = frozenset({"chat"})
+    health_path: ClassVar[str | None] = None  # bedrock-runtime has no cheap GET
 
     def __init__(self) -> None:
         self._chain: Any = None  # botocore's default credentials, found once
@@ -131,11 +132,22 @@ class BedrockProvider:
     async def models(self, session: aiohttp.ClientSession, target: Target) -> list[str]:
         return []  # listing lives on the control-plane API (bedrock, not bedrock-runtime)
 
-    async def _sign(self, target: Target, region: str, url: str, body: bytes) -> dict[str, str]:
+    async def health(self, session: aiohttp.ClientSession, target: Target) -> None:
+        """GET ``options.health_check.path`` (required: Bedrock has no cheap read-only
+        request of its own), signed like a request."""
+        region = _region(target)
+        path = probe_path(target, self.health_path)
+        url = _base(target, region) + path
+        headers = await self._sign(target, region, url, b"", method="GET")
+        await probe(session, yarl.URL(url, encoded=True), path, headers)
+
+    async def _sign(
+        self, target: Target, region: str, url: str, body: bytes, method: str = "POST"
+    ) -> dict[str, str]:
         auth, awsrequest = _botocore("auth"), _botocore("awsrequest")
         credentials = await self._credentials(target)
         request = awsrequest.AWSRequest(
-            method="POST", url=url, data=body, headers={"content-type": "application/json"}
+            method=method, url=url, data=body, headers={"content-type": "application/json"}
         )
         auth.SigV4Auth(credentials, "bedrock", region).add_auth(request)
         return {str(k): str(v) for k, v in request.headers.items()}

@@ -48,7 +48,7 @@ from modelplane.providers.translate import (
     Untranslatable,
     parse_chat,
 )
-from modelplane.providers.wire import error_message, error_reply
+from modelplane.providers.wire import error_message, error_reply, probe, probe_path
 
 _FINISH = {"stop": "stop", "length": "length"}
 
@@ -57,6 +57,7 @@ class OllamaProvider:
     name: ClassVar[str] = "ollama"
     default_base_url: ClassVar[str] = "http://127.0.0.1:11434"
     kinds: ClassVar[frozenset[Kind]] = frozenset({"chat", "completions", "embeddings"})
+    health_path: ClassVar[str | None] = "/api/version"
 
     def _headers(self, target: Target, extra: Mapping[str, str]) -> dict[str, str]:
         headers = {"content-type": "application/json", **extra}
@@ -97,6 +98,10 @@ class OllamaProvider:
                 return []
             data: Any = await resp.json(content_type=None)
         return [m["name"] for m in data.get("models", []) if isinstance(m, dict) and "name" in m]
+
+    async def health(self, session: aiohttp.ClientSession, target: Target) -> None:
+        path = probe_path(target, self.health_path)
+        await probe(session, _base(target) + path, path, self._headers(target, {}))
 
     async def pull(
         self, session: aiohttp.ClientSession, target: Target, model: str

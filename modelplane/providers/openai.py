@@ -25,7 +25,15 @@ import yarl
 
 from modelplane.providers.base import PATHS, Call, Kind, Reply, Target
 from modelplane.providers.http1 import Http1Pool, Http1Response
-from modelplane.providers.wire import envelope, error_message, error_reply, passed_headers, sse
+from modelplane.providers.wire import (
+    envelope,
+    error_message,
+    error_reply,
+    passed_headers,
+    probe,
+    probe_path,
+    sse,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +42,7 @@ class OpenAIProvider:
     name: ClassVar[str] = "openai"
     default_base_url: ClassVar[str] = "https://api.openai.com/v1"
     kinds: ClassVar[frozenset[Kind]] = frozenset({"chat", "completions", "embeddings"})
+    health_path: ClassVar[str | None] = "/models"
 
     def __init__(self) -> None:
         self._pool: Http1Pool | None = None
@@ -125,6 +134,12 @@ class OpenAIProvider:
                 return []
             data: Any = await resp.json(content_type=None)
         return [m["id"] for m in data.get("data", []) if isinstance(m, dict) and "id" in m]
+
+    async def health(self, session: aiohttp.ClientSession, target: Target) -> None:
+        path = probe_path(target, self.health_path)
+        headers = self._headers(target, Call("chat", b"", {}, "", False, uuid.uuid4().hex))
+        url = target.base_url.rstrip("/") + path
+        await probe(session, url, path, headers, target.options.get("query"))
 
 
 class _Prepared:

@@ -57,7 +57,7 @@ from modelplane.providers.translate import (
     Untranslatable,
     parse_chat,
 )
-from modelplane.providers.wire import error_reply
+from modelplane.providers.wire import error_reply, probe, probe_path
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length"}
@@ -85,6 +85,7 @@ class VertexProvider:
     name: ClassVar[str] = "vertex"
     default_base_url: ClassVar[str] = "https://{region}-aiplatform.googleapis.com"
     kinds: ClassVar[frozenset[Kind]] = frozenset({"chat", "embeddings"})
+    health_path: ClassVar[str | None] = None  # Vertex has no cheap GET per model
 
     def __init__(self) -> None:
         self._adc: Any = None  # google-auth credentials, refreshed when expired
@@ -146,6 +147,13 @@ class VertexProvider:
 
     async def models(self, session: aiohttp.ClientSession, target: Target) -> list[str]:
         return []  # Vertex lists publisher models per region only through a paged catalog
+
+    async def health(self, session: aiohttp.ClientSession, target: Target) -> None:
+        """GET ``options.health_check.path`` (required) with the access token."""
+        path = probe_path(target, self.health_path)
+        url = _base(target, _option(target, "region")) + path
+        headers = await self._headers(target, Call("chat", b"", {}, "", False, ""))
+        await probe(session, url, path, headers)
 
     async def _headers(self, target: Target, call: Call) -> dict[str, str]:
         token = target.credentials.get("access_token") or await self._default_token()

@@ -7,7 +7,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from modelplane.providers.base import Reply
+import aiohttp
+import yarl
+
+from modelplane.errors import UpstreamError
+from modelplane.providers.base import Reply, Target
 
 DONE = b"data: [DONE]\n\n"
 SSE = "text/event-stream"
@@ -80,3 +84,28 @@ def passed_headers(headers: Mapping[str, str]) -> dict[str, str]:
 def error_event(status: int, message: str, code: str | None = None) -> bytes:
     """The SSE event that ends a stream which failed after it started."""
     return sse(envelope(status, message, code or ("upstream_error" if status >= 500 else None)))
+
+
+def probe_path(target: Target, default: str | None) -> str:
+    """The path a health check GETs: ``options.health_check.path``, else ``default``
+    (endpoint validation refuses a check with neither)."""
+    path = (target.options.get("health_check") or {}).get("path") or default
+    if not path:
+        raise UpstreamError("the health check has no path to GET (options.health_check.path)")
+    return str(path)
+
+
+async def probe(
+    session: aiohttp.ClientSession,
+    url: str | yarl.URL,
+    path: str,
+    headers: Mapping[str, str],
+    params: Mapping[str, str] | None = None,
+) -> None:
+    """GET ``url`` for a health check: 2xx passes, anything else raises ``UpstreamError``
+    naming ``path`` and the status. Neither the URL (it may carry credentials) nor the
+    body (an upstream may echo part of a wrong key) goes into the message. Redirects are
+    not followed, so credentials never travel to another host."""
+    async with session.get(url, headers=headers, params=params, allow_redirects=False) as resp:
+        if not 200 <= resp.status < 300:
+            raise UpstreamError(f"GET {path.split('?')[0]} answered HTTP {resp.status}")

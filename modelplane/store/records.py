@@ -73,7 +73,9 @@ UNSHARED = Owned()
 """The platform's, shared with no team: only admins see it."""
 
 
-GATEWAY_OPTIONS = frozenset({"balancing", "queue", "limits", "price", "log_prompts"})
+GATEWAY_OPTIONS = frozenset(
+    {"balancing", "queue", "limits", "price", "log_prompts", "health_check"}
+)
 """Endpoint options that the gateway reads; every other option goes to the engine."""
 
 

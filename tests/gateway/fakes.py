@@ -2,7 +2,10 @@
 
 Each ``FakeUpstream`` is one aiohttp server in its own thread. Tests set ``mode`` (what
 every request gets) or push one-off behaviours onto ``script``; ``calls`` records the
-bodies received, in order.
+bodies received, in order. ``GET /v1/models`` (what the gateway's health checks of an
+``openai`` endpoint ask) answers as ``models`` says: ``ok``, or ``500`` with a body that
+echoes the request's ``authorization`` header (as some upstreams echo part of a wrong
+key); ``model_checks`` records the headers of each.
 
 A chat request can also steer its own answer, whatever the order requests arrive in:
 words ``mode=<mode>``, ``prompt=<n>`` and ``tokens=<n>`` in its last message set its
@@ -106,6 +109,8 @@ class FakeUpstream:
         self.script: deque[str] = deque()
         self.calls: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.models = "ok"
+        self.model_checks: list[dict[str, str]] = []
         self.gate = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -119,6 +124,7 @@ class FakeUpstream:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_get("/v1/models", self._models)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -141,7 +147,17 @@ class FakeUpstream:
         self.script.clear()
         self.calls.clear()
         self.headers.clear()
+        self.models = "ok"
+        self.model_checks.clear()
         self.gate.clear()
+
+    async def _models(self, request: web.Request) -> web.Response:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self.model_checks.append(headers)
+        if self.models == "500":
+            auth = headers.get("authorization", "")
+            return _error(500, f"models are down (you sent {auth})", "internal_error")
+        return web.json_response({"object": "list", "data": [{"id": f"upstream-{self.name}"}]})
 
     async def _embeddings(self, request: web.Request) -> web.Response:
         body = await request.json()

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from modelplane.errors import UpstreamError
 from modelplane.providers.anthropic import AnthropicProvider
 from modelplane.providers.base import Target
 from modelplane.providers.registry import get
@@ -313,3 +314,21 @@ async def test_models_follow_pages(fake: FakeAnthropic, session: aiohttp.ClientS
     names = await PROVIDER.models(session, target(fake))
     assert names == ["claude-sonnet-4-20250514", "claude-3-5-haiku-20241022"]
     assert fake.received[1].query["after_id"] == "claude-sonnet-4-20250514"
+
+
+async def test_health_lists_one_model_with_the_key(
+    fake: FakeAnthropic, session: aiohttp.ClientSession
+) -> None:
+    await PROVIDER.health(session, target(fake))
+    assert (fake.last.method, fake.last.raw_path) == ("GET", "/v1/models?limit=1")
+    assert fake.last.headers["x-api-key"] == FakeAnthropic.API_KEY
+
+
+async def test_health_with_a_wrong_key_fails_without_the_key(
+    fake: FakeAnthropic, session: aiohttp.ClientSession
+) -> None:
+    wrong = "sk-ant-wrong-0123456789"
+    with pytest.raises(UpstreamError) as err:
+        await PROVIDER.health(session, target(fake, wrong))
+    assert err.value.message == "GET /v1/models answered HTTP 401"
+    assert wrong not in str(err.value)

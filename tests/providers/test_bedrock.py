@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from modelplane.errors import ModelplaneError
+from modelplane.errors import ModelplaneError, UpstreamError
 from modelplane.providers.base import Target
 from modelplane.providers.bedrock import BedrockProvider
 from tests.providers.fakes import FakeBedrock
@@ -328,3 +328,17 @@ async def test_http_image_urls_are_refused(
 
 async def test_models_is_empty(fake: FakeBedrock, session: aiohttp.ClientSession) -> None:
     assert await BedrockProvider().models(session, target(fake)) == []
+
+
+async def test_health_gets_the_path_signed(
+    fake: FakeBedrock, session: aiohttp.ClientSession
+) -> None:
+    assert BedrockProvider.health_path is None  # no default: a check names its path
+    await BedrockProvider().health(session, target(fake, health_check={"path": "/ping"}))
+    assert (fake.last.method, fake.last.raw_path) == ("GET", "/ping")
+    assert fake.signature_ok == [True]
+
+    creds = {**CREDENTIALS, "aws_secret_access_key": "not-the-secret"}
+    with pytest.raises(UpstreamError) as err:
+        await BedrockProvider().health(session, target(fake, creds, health_check={"path": "/ping"}))
+    assert err.value.message == "GET /ping answered HTTP 403"

@@ -255,6 +255,22 @@ async def test_models_from_tags(fake: FakeOllama, session: aiohttp.ClientSession
     ]
 
 
+async def test_health_asks_for_the_version(
+    fake: FakeOllama, session: aiohttp.ClientSession
+) -> None:
+    await PROVIDER.health(session, target(fake))
+    assert (fake.last.method, fake.last.raw_path) == ("GET", "/api/version")
+    fake.scenario = "down"
+    with pytest.raises(UpstreamError) as err:
+        await PROVIDER.health(session, target(fake))
+    assert err.value.message == "GET /api/version answered HTTP 503"
+
+
+async def test_health_with_a_path(fake: FakeOllama, session: aiohttp.ClientSession) -> None:
+    await PROVIDER.health(session, target(fake, health_check={"path": "/api/tags"}))
+    assert fake.last.raw_path == "/api/tags"
+
+
 async def test_pull_yields_progress(fake: FakeOllama, session: aiohttp.ClientSession) -> None:
     progress = [p async for p in PROVIDER.pull(session, target(fake), "llama3.2")]
     assert progress == OLLAMA_PULL

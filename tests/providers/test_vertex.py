@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from openai.types import CreateEmbeddingResponse
 
-from modelplane.errors import ModelplaneError
+from modelplane.errors import ModelplaneError, UpstreamError
 from modelplane.providers.base import Target
 from modelplane.providers.vertex import VertexProvider, _base
 from tests.providers.fakes import FakeVertex
@@ -303,6 +303,19 @@ async def test_missing_project_is_a_clear_error(
 
 async def test_models_is_empty(fake: FakeVertex, session: aiohttp.ClientSession) -> None:
     assert await VertexProvider().models(session, target(fake)) == []
+
+
+async def test_health_gets_the_path_with_the_token(
+    fake: FakeVertex, session: aiohttp.ClientSession
+) -> None:
+    assert VertexProvider.health_path is None  # no default: a check names its path
+    await VertexProvider().health(session, target(fake, health_check={"path": "/v1/ping"}))
+    assert (fake.last.method, fake.last.raw_path) == ("GET", "/v1/ping")
+    with pytest.raises(UpstreamError) as err:
+        await VertexProvider().health(
+            session, target(fake, "wrong-token", health_check={"path": "/v1/ping"})
+        )
+    assert err.value.message == "GET /v1/ping answered HTTP 401"
 
 
 @pytest.mark.parametrize(

@@ -193,7 +193,14 @@ pages.endpoints = {
                   r.last_error ? h("span", { class: "err" }, r.last_error) : null,
                 ),
               )
-            : h("span", { class: "muted" }, ep.provider ? "served by the provider" : "no replicas"),
+            : ep.health
+              ? h(
+                  "div",
+                  { class: "replica" },
+                  h("span", { class: `badge ${{ healthy: "ready", unhealthy: "failed" }[ep.health.status] || "pending"}` }, `health check ${ep.health.status}`),
+                  ep.health.last_error ? h("span", { class: "err" }, ep.health.last_error) : null,
+                )
+              : h("span", { class: "muted" }, ep.provider ? "served by the provider" : "no replicas"),
         ),
       );
     });

@@ -98,6 +98,8 @@ class FakeBedrock(Fake):
                 "The request signature we calculated does not match the signature you "
                 "provided. Check your AWS Secret Access Key and signing method.",
             )
+        if request.method == "GET":  # a health check's path, signed like any request
+            return web.json_response({"status": "ok"})
         s = self.scenario
         if s == "throttled":
             return _aws_error(

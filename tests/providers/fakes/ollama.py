@@ -1,5 +1,5 @@
 """A fake Ollama server (``/api/chat``, ``/api/generate``, ``/api/embed``, ``/api/tags``,
-``/api/pull``) answering with recorded shapes, NDJSON when streaming."""
+``/api/pull``, ``/api/version``) answering with recorded shapes, NDJSON when streaming."""
 
 from __future__ import annotations
 
@@ -18,6 +18,10 @@ class FakeOllama(Fake):
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if request.path == "/api/tags":
             return web.json_response(OLLAMA_TAGS)
+        if request.path == "/api/version":
+            if self.scenario == "down":
+                return web.Response(status=503, text="Service Unavailable")
+            return web.json_response({"version": "0.12.3"})
         body = json.loads(await request.read())
         if self.scenario == "missing":
             return web.json_response(

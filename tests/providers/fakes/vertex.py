@@ -24,6 +24,8 @@ class FakeVertex(Fake):
                 "Request had invalid authentication credentials. Expected OAuth 2 access "
                 "token, login cookie or other valid authentication credential.",
             )
+        if request.method == "GET":  # a health check's path
+            return web.json_response({"status": "ok"})
         s = self.scenario
         if s == "exhausted":
             return _google_error(

@@ -1,0 +1,221 @@
+"""Active health checks of external endpoints (``options.health_check``; opt-in).
+
+Local replicas are checked by their runtime (``/health``). An external endpoint has one
+address, which passive outlier ejection only learns is dead from requests that failed
+on it. With ``health_check`` set, one loop per endpoint asks the provider's ``health``
+(a cheap read-only GET, e.g. the model list) every ``interval_s``: after
+``unhealthy_after`` failures in a row the endpoint is out of service (its replica reads
+failed, so a route falls back at once without trying it) and after ``healthy_after``
+passes in a row it is back. An endpoint counts as healthy until checks say otherwise.
+
+The checks follow the endpoints snapshot: a loop starts when an endpoint gets a
+``health_check``, restarts when it changes and stops when it goes. Each server process
+checks on its own, so ``serve --workers N`` sends N checks per interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from modelplane.errors import ModelplaneError
+from modelplane.gateway.router import Router
+from modelplane.providers.base import Provider, Target
+from modelplane.store.records import Endpoint
+
+log = logging.getLogger(__name__)
+
+
+class HealthCheck(BaseModel):
+    """``options.health_check`` of an external endpoint (``{}``: the defaults)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    interval_s: float = Field(default=10.0, ge=0.1)
+    """Time between the end of one check and the start of the next."""
+    timeout_s: float = Field(default=3.0, gt=0)
+    """A check without an answer within this long fails."""
+    unhealthy_after: int = Field(default=2, ge=1)
+    """Failed checks in a row that take the endpoint out of service."""
+    healthy_after: int = Field(default=1, ge=1)
+    """Passed checks in a row that put it back."""
+    path: str | None = Field(default=None, max_length=500, pattern=r"^/\S*$")
+    """GET ``base_url`` + this instead of the provider's own check (required for
+    ``bedrock`` and ``vertex``)."""
+
+
+@dataclass(slots=True)
+class Health:
+    """What the checks of one endpoint have seen."""
+
+    healthy: bool = True
+    failures: int = 0
+    """Failed checks in a row."""
+    successes: int = 0
+    """Passed checks in a row."""
+    checked_at: datetime | None = None
+    last_error: str | None = None
+    """Why the latest failed check failed (kept after the endpoint recovers)."""
+
+    def record(self, error: str | None, check: HealthCheck, at: datetime) -> bool:
+        """Count one check (``error``: why it failed, ``None``: it passed); True when
+        this one flipped the endpoint in or out of service."""
+        self.checked_at = at
+        if error is None:
+            self.failures = 0
+            self.successes += 1
+            flip = not self.healthy and self.successes >= check.healthy_after
+        else:
+            self.successes = 0
+            self.failures += 1
+            self.last_error = error
+            flip = self.healthy and self.failures >= check.unhealthy_after
+        if flip:
+            self.healthy = not self.healthy
+        return flip
+
+    def view(self) -> dict[str, Any]:
+        if self.checked_at is None:
+            status = "unchecked"
+        else:
+            status = "healthy" if self.healthy else "unhealthy"
+        return {
+            "status": status,
+            "checked_at": self.checked_at.isoformat() if self.checked_at else None,
+            "last_error": self.last_error,
+            "consecutive_failures": self.failures,
+            "consecutive_successes": self.successes,
+        }
+
+
+Upstream = Callable[[str], tuple[Provider, Target]]
+"""An external endpoint's provider and address, credentials resolved (``Proxy.upstream``)."""
+
+
+class HealthChecker:
+    """The check loops of one server process (see the module docstring)."""
+
+    def __init__(
+        self,
+        endpoints: Callable[[], Mapping[str, Endpoint]],
+        router: Router,
+        upstream: Upstream,
+        *,
+        follow_s: float = 1.0,
+    ) -> None:
+        self._endpoints = endpoints
+        self._router = router
+        self._upstream = upstream
+        self.follow_s = follow_s
+        self._seen: Mapping[str, Endpoint] | None = None
+        self._loops: dict[str, tuple[str, HealthCheck, asyncio.Task[None]]] = {}
+        self._health: dict[str, Health] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def state(self, name: str) -> Health | None:
+        """The checks' view of an endpoint, or ``None`` while none has started."""
+        return self._health.get(name)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._follow(), name="health checks")
+
+    async def close(self) -> None:
+        tasks = [loop[2] for loop in self._loops.values()] + list(self._stopping)
+        if self._task is not None:
+            tasks.append(self._task)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._loops.clear()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                self.sync()
+            except Exception:
+                log.exception("following the endpoints for health checks failed")
+            await asyncio.sleep(self.follow_s)
+
+    def sync(self) -> None:
+        """Start, restart and stop check loops to match the endpoints snapshot."""
+        snapshot = self._endpoints()
+        if snapshot is self._seen:  # the reconciler replaces the mapping on change
+            return
+        self._seen = snapshot
+        wanted: dict[str, tuple[str, HealthCheck]] = {}
+        for ep in snapshot.values():
+            raw = ep.options.get("health_check")
+            if ep.provider is None or raw is None:
+                continue
+            try:
+                wanted[ep.name] = (ep.id, HealthCheck.model_validate(raw))
+            except ValidationError:  # written around the API's validation
+                log.warning("endpoint '%s' has an invalid health_check; not checked", ep.name)
+        for name, (ep_id, check, task) in list(self._loops.items()):
+            if wanted.get(name) != (ep_id, check):
+                task.cancel()
+                self._stopping.add(task)
+                task.add_done_callback(self._stopping.discard)
+                del self._loops[name]
+                if name not in wanted or wanted[name][0] != ep_id:  # gone, or another one
+                    self._health.pop(name, None)
+                    self._router.set_health(name, None)
+        for name, (ep_id, check) in wanted.items():
+            if name not in self._loops:
+                health = self._health.setdefault(name, Health())
+                health.failures = health.successes = 0  # counted again under the new check
+                task = asyncio.create_task(self._watch(name, check, health), name=f"check {name}")
+                self._loops[name] = (ep_id, check, task)
+
+    async def _watch(self, name: str, check: HealthCheck, health: Health) -> None:
+        while True:
+            error = await self._probe(name, check)
+            if health.record(error, check, datetime.now(UTC)):
+                if health.healthy:
+                    log.info("endpoint '%s' passes its health check again; back in service", name)
+                else:
+                    log.warning(
+                        "endpoint '%s' failed %d health checks in a row (%s); out of service",
+                        name,
+                        health.failures,
+                        error,
+                    )
+                self._router.set_health(name, None if health.healthy else error)
+            await asyncio.sleep(check.interval_s)
+
+    async def _probe(self, name: str, check: HealthCheck) -> str | None:
+        """One check; why it failed, or ``None``. Reasons name statuses and exception
+        classes only, never a URL, header or upstream body (they may hold secrets)."""
+        try:
+            provider, target = self._upstream(name)
+            async with asyncio.timeout(check.timeout_s):
+                await provider.health(self._client(), target)
+        except TimeoutError:
+            return f"no answer within {check.timeout_s:g} s"
+        except ModelplaneError as exc:
+            return exc.message
+        except (aiohttp.ClientError, OSError) as exc:
+            return f"the request failed ({type(exc).__name__})"
+        except Exception as exc:  # a provider's bug must not end the loop
+            log.warning("the health check of '%s' raised %s", name, type(exc).__name__)
+            return f"the check raised {type(exc).__name__}"
+        return None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:  # created inside the loop that uses it
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        return self._session
