@@ -24,12 +24,18 @@ def list_(url: BaseUrl = None, api_key: ApiKeyOpt = None) -> None:
         raise fail(exc) from None
     table = Table("NAME", "ENGINE", "MODEL", "READY", "STATUS", "LAST ERROR")
     for ep in eps:
-        errors = [r["last_error"] for r in ep["replica_status"] if r["last_error"]]
+        if "provider" in ep:  # external: no replicas; its health check, if it has one
+            health = ep.get("health") or {}
+            errors = [health["last_error"]] if health.get("last_error") else []
+            engine, ready = f"{ep['provider']} (external)", "-"
+        else:
+            errors = [r["last_error"] for r in ep["replica_status"] if r["last_error"]]
+            engine, ready = ep["engine"], f"{ep['ready_replicas']}/{ep['replicas']}"
         table.add_row(
             ep["name"],
-            ep["engine"],
+            engine,
             ep["model"],
-            f"{ep['ready_replicas']}/{ep['replicas']}",
+            ready,
             ep["status"],
             errors[0].splitlines()[0][:80] if errors else "",
         )

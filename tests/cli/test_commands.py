@@ -38,6 +38,23 @@ def test_endpoints_commands(shared_server: Server) -> None:
     assert scaled.returncode == 0, scaled.stderr
     dup = run(shared_server, "endpoints", "create", "idle", "--model", "smollm2")
     assert dup.returncode == 1 and "already exists" in dup.stderr
+    # An external endpoint lists too (no replicas: its provider instead of an engine).
+    resp = shared_server.http.post(
+        "/api/endpoints",
+        json={
+            "name": "outside",
+            "provider": "openai",
+            "model": "m",
+            "options": {"base_url": "http://127.0.0.1:9/v1"},
+        },
+    )
+    assert resp.status_code == 201, resp.text
+    try:
+        listed = run(shared_server, "endpoints", "list")
+        assert listed.returncode == 0, listed.stderr
+        assert "openai (external)" in listed.stdout
+    finally:
+        assert shared_server.http.delete("/api/endpoints/outside").status_code in (200, 204)
     deleted = run(shared_server, "endpoints", "delete", "idle")
     assert deleted.returncode == 0, deleted.stderr
     assert shared_server.http.get("/api/endpoints/idle").status_code == 404
