@@ -1,5 +1,6 @@
 """The metrics that describe state rather than events, refreshed from the services:
-replicas per local endpoint (ready, desired), requests waiting in the gateway per
+replicas per local endpoint (ready, desired; an external endpoint with an active health
+check counts as one replica, ready while the check passes), requests waiting in the gateway per
 endpoint, and how much of each budget is spent. The same loop flushes the request
 metrics once a second, so that other workers' scrapes see them."""
 
@@ -65,6 +66,11 @@ class Gauges:
             if ep.provider is None:
                 ready = sum(r.status == ReplicaStatus.READY for r in runtime.replicas(ep.name))
                 replicas[ep.name] = (ready, ep.replicas)
+            elif ep.options.get("health_check") is not None:
+                # One replica, ready while its active health check passes, so that
+                # "replica down" alerts cover checked external endpoints too.
+                ready = sum(r.status == ReplicaStatus.READY for r in self.router.replicas(ep))
+                replicas[ep.name] = (ready, 1)
         self.metrics.set_replicas(replicas)
         self.metrics.set_waiting(self.router.waiting())
         self.metrics.registry.forget_dead()

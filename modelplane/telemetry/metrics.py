@@ -274,13 +274,14 @@ class Metrics:
         )
         self.replica_ready = r.gauge(
             "modelplane_replica_ready",
-            "Ready replicas of each local endpoint",
+            "Ready replicas of each local endpoint (an external endpoint with a health "
+            "check: 1 while it passes, else 0)",
             ("endpoint",),
             mode="mostrecent",
         )
         self.replica_desired = r.gauge(
             "modelplane_replica_desired",
-            "Replicas each local endpoint should have",
+            "Replicas each local endpoint should have (1 for a health-checked external one)",
             ("endpoint",),
             mode="mostrecent",
         )

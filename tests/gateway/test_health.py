@@ -21,6 +21,7 @@ from modelplane.runtimes.base import ReplicaStatus
 from modelplane.store.records import Endpoint
 from tests.gateway.fakes import FakeUpstream
 from tests.helpers import Server, eventually
+from tests.telemetry.prom import scrape, value
 
 KEY = "sk-health-test-5f0c8a1e9b7d4c2a"
 """The primary's API key, from the server's environment: it must never show."""
@@ -184,6 +185,15 @@ def healthy(fakes: dict[str, FakeUpstream], server: Server) -> None:
     )
 
 
+def replicas(server: Server, endpoint: str) -> tuple[float, float]:
+    """``modelplane_replica_ready`` and ``modelplane_replica_desired`` of an endpoint."""
+    samples = scrape(server.base_url)
+    return (
+        value(samples, "modelplane_replica_ready", endpoint=endpoint),
+        value(samples, "modelplane_replica_desired", endpoint=endpoint),
+    )
+
+
 def chat(server: Server, model: str) -> httpx.Response:
     return server.http.post(
         "/v1/chat/completions",
@@ -207,6 +217,9 @@ def test_failing_check_takes_the_primary_out_and_a_passing_one_puts_it_back(
         timeout=10,
         what="the primary to be out of service",
     )
+    # The replica gauges (what the "replica down" alert reads) say so too.
+    eventually(lambda: replicas(server, "primary") == (0.0, 1.0), timeout=10, what="the gauge at 0")
+    assert replicas(server, "fallback") == (0.0, 0.0)  # no check: not counted
     served = len(primary.calls)
     for _ in range(5):
         resp = chat(server, "chat")
@@ -223,6 +236,7 @@ def test_failing_check_takes_the_primary_out_and_a_passing_one_puts_it_back(
     )
     assert chat(server, "chat").headers["x-modelplane-target"] == "primary"
     assert len(primary.calls) == served + 1
+    eventually(lambda: replicas(server, "primary") == (1.0, 1.0), timeout=10, what="the gauge at 1")
 
 
 @pytest.mark.usefixtures("healthy")
