@@ -208,7 +208,8 @@ _OPERATIONS: dict[Kind, _Operation] = {
 
 
 def with_openai_routes(doc: dict[str, Any]) -> dict[str, Any]:
-    """``doc`` (FastAPI's document) with the routes of ``api/fastpath.py`` added."""
+    """``doc`` (FastAPI's document) with the routes of ``api/fastpath.py`` added, and
+    the bearer scheme declared on the control API's operations."""
     refs, defs = _schemas()
     components = doc.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
@@ -229,6 +230,13 @@ def with_openai_routes(doc: dict[str, Any]) -> dict[str, Any]:
     paths = doc.setdefault("paths", {})
     for path, kind in KINDS.items():
         paths[path] = {"post": _operation(_OPERATIONS[kind], refs)}
+    # The control API takes the same bearer credential (an API key or a JWT), which
+    # FastAPI cannot see: its routes read it in ``api/deps.py`` dependencies.
+    for path, item in paths.items():
+        if path.startswith("/api/"):
+            for operation in item.values():
+                if isinstance(operation, dict):
+                    operation.setdefault("security", BEARER["security"])
     return doc
 
 

@@ -89,6 +89,18 @@ def test_the_fast_path_routes_are_documented_as_posts_like_the_models_list(
     assert "EndpointCreate" in doc["components"]["schemas"]
 
 
+def test_the_control_api_declares_the_bearer_credential(doc: dict[str, Any]) -> None:
+    ops = [
+        op
+        for path, item in doc["paths"].items()
+        if path.startswith("/api/")
+        for op in item.values()
+    ]
+    assert len(ops) > 30
+    assert all(op["security"] == [{"bearer": []}] for op in ops)
+    assert "security" not in doc["paths"]["/healthz"]["get"]  # probes need no key
+
+
 def test_every_reference_in_the_document_resolves(doc: dict[str, Any]) -> None:
     refs = set(_refs(doc))
     assert "#/components/schemas/ChatCompletionRequest" in refs
