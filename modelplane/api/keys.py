@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from modelplane.api.deps import PlatformDep, ReadDep, WriteDep
 from modelplane.api.platform import Platform
 from modelplane.api.schemas import KeyCreate, LimitsPatch
-from modelplane.control.keys import key_view
+from modelplane.control.keys import caller_of, key_view
 from modelplane.errors import InvalidRequest, NotFound
 from modelplane.store.records import ApiKey
 
@@ -70,4 +70,6 @@ async def rotate(key_id: str, p: PlatformDep, who: WriteDep) -> dict[str, Any]:
 def _view(p: Platform, k: ApiKey) -> dict[str, Any]:
     limits = p.governance.limits.view("key", k.id)
     view = key_view(k, p.teams.name_of(k.team_id), p.accounts.name_of(k.account_id))
-    return {**view, "limits": limits}
+    # What the key can do now: its own role, lowered to its account's if that is lower.
+    effective = caller_of(k, p.accounts.by_id.get(k.account_id) if k.account_id else None)
+    return {**view, "effective_role": effective.role, "limits": limits}

@@ -49,7 +49,7 @@ def list_(url: BaseUrl = None, api_key: ApiKeyOpt = None) -> None:
             k["id"],
             k["name"],
             k["prefix"] + "…",
-            k["role"],
+            k.get("effective_role", k["role"]),
             k["account"] or "-",
             k["created_at"][:19],
             (k["last_used_at"] or "-")[:19],

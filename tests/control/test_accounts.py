@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import _pg_database
-from tests.helpers import ADMIN_KEY, Server
+from tests.helpers import ADMIN_KEY, Server, eventually
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -174,6 +174,13 @@ def test_a_keys_role_is_never_above_its_accounts(server: Server) -> None:
         # This process applied the change before answering (others: within a second).
         refused = c.get("/v1/models")
         assert refused.status_code == 403 and "viewer" in refused.json()["error"]["message"]
+
+        def listed_roles() -> tuple[str, str]:
+            k = {k["id"]: k for k in server.http.get("/api/keys").json()["data"]}[key["id"]]
+            return k["role"], k["effective_role"]
+
+        # The listing shows both: the key's own role, and what it can do now.
+        eventually(lambda: listed_roles() == ("member", "viewer"), timeout=5, what="the view")
         server.http.patch(f"/api/service-accounts/{member_bot}", json={"role": "admin"})
         assert c.get("/v1/models").status_code == 200
         assert c.post("/api/teams", json={"name": _name("t")}).status_code == 403  # still member
