@@ -349,6 +349,22 @@ class EmbeddingList(_Open):
     usage: EmbeddingUsage
 
 
+class Model(_Open):
+    """One model a caller may use: an endpoint, route or alias name."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(_Open):
+    """``GET /v1/models``: every model name this caller may use."""
+
+    object: Literal["list"] = "list"
+    data: list[Model]
+
+
 class ErrorDetail(_Open):
     message: str
     """What went wrong and what to do next, for a person to read."""

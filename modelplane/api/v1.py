@@ -8,12 +8,15 @@ from typing import Any
 from fastapi import APIRouter
 
 from modelplane.api.deps import InferenceDep, PlatformDep
+from modelplane.api.openai_schema import ModelList
 from modelplane.api.openapi import BEARER, TAG
 
 router = APIRouter(prefix="/v1", tags=[TAG])
 
 
-@router.get("/models", openapi_extra=BEARER)
+@router.get(
+    "/models", openapi_extra=BEARER, response_model=None, responses={200: {"model": ModelList}}
+)
 async def models(platform: PlatformDep, caller: InferenceDep) -> dict[str, Any]:
     created = {ep.name: int(ep.created_at.timestamp()) for ep in platform.router.models()}
     return {

@@ -75,6 +75,8 @@ def test_the_fast_path_routes_are_documented_as_posts_like_the_models_list(
     doc: dict[str, Any],
 ) -> None:
     models = doc["paths"]["/v1/models"]["get"]
+    listed = models["responses"]["200"]["content"]["application/json"]["schema"]
+    assert listed == {"$ref": "#/components/schemas/ModelList"}
     for path in POSTS:
         assert list(doc["paths"][path]) == ["post"], path
         op = doc["paths"][path]["post"]
