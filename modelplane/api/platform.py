@@ -187,6 +187,7 @@ class Platform:
             lambda: reconciler.endpoints,
             router,
             proxy.upstream,
+            proxy.session,
             follow_s=settings.cache_refresh_interval_s,
         )
         health.start()

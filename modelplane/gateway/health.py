@@ -108,18 +108,20 @@ class HealthChecker:
         endpoints: Callable[[], Mapping[str, Endpoint]],
         router: Router,
         upstream: Upstream,
+        session: Callable[[], aiohttp.ClientSession],
         *,
         follow_s: float = 1.0,
     ) -> None:
         self._endpoints = endpoints
         self._router = router
         self._upstream = upstream
+        self._session = session
+        """The gateway's pooled session for control-plane calls (``Proxy.session``)."""
         self.follow_s = follow_s
         self._seen: Mapping[str, Endpoint] | None = None
         self._loops: dict[str, tuple[str, HealthCheck, asyncio.Task[None]]] = {}
         self._health: dict[str, Health] = {}
         self._stopping: set[asyncio.Task[None]] = set()
-        self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
 
     def state(self, name: str) -> Health | None:
@@ -139,8 +141,6 @@ class HealthChecker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._loops.clear()
-        if self._session is not None:
-            await self._session.close()
 
     async def _follow(self) -> None:
         while True:
@@ -203,7 +203,7 @@ class HealthChecker:
         try:
             provider, target = self._upstream(name)
             async with asyncio.timeout(check.timeout_s):
-                await provider.health(self._client(), target)
+                await provider.health(self._session(), target)
         except TimeoutError:
             return f"no answer within {check.timeout_s:g} s"
         except ModelplaneError as exc:
@@ -214,8 +214,3 @@ class HealthChecker:
             log.warning("the health check of '%s' raised %s", name, type(exc).__name__)
             return f"the check raised {type(exc).__name__}"
         return None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:  # created inside the loop that uses it
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
-        return self._session

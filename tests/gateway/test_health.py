@@ -106,7 +106,8 @@ async def test_checker_follows_the_endpoints_and_flips_the_replica() -> None:
     def status() -> ReplicaStatus:
         return router.replicas(snapshot["up"])[0].status
 
-    checker = HealthChecker(lambda: snapshot, router, upstream, follow_s=0.01)
+    session = aiohttp.ClientSession()  # the stub does not use it
+    checker = HealthChecker(lambda: snapshot, router, upstream, lambda: session, follow_s=0.01)
     checker.start()
     try:
         await until(lambda: stub.checks, "a first check")
@@ -132,6 +133,7 @@ async def test_checker_follows_the_endpoints_and_flips_the_replica() -> None:
         assert status() == ReplicaStatus.READY
     finally:
         await checker.close()
+        await session.close()
 
 
 @pytest.fixture(scope="module")
