@@ -25,6 +25,7 @@ from modelplane.control.reconciler import Reconciler
 from modelplane.control.routes import RouteService
 from modelplane.control.secrets import SecretService, master_secret
 from modelplane.control.teams import TeamService
+from modelplane.control.watcher import Watcher
 from modelplane.gateway.cache import ResponseCache
 from modelplane.gateway.health import HealthChecker
 from modelplane.gateway.proxy import Proxy
@@ -72,6 +73,8 @@ class Platform:
     coord: coord.Coord
     governance: Governance
     accounts: AccountService
+    watcher: Watcher
+    """The one loop that refreshes the caches above when the database changes."""
     new_admin_key: str | None = field(default=None)
     audit: AuditLog = field(init=False)
     jwt: JwtAuth | None = None
@@ -127,6 +130,7 @@ class Platform:
         settings.home.mkdir(parents=True, exist_ok=True)
         metrics = Metrics() if settings.metrics_enabled else None
         db = Database(settings.sqlalchemy_url)
+        watcher = Watcher(db, settings.cache_refresh_interval_s)
         keys = KeyService(db, settings.cache_refresh_interval_s)
         preset = settings.admin_key.get_secret_value() if settings.admin_key else None
         # Worker processes start together: one at a time migrates and mints the first key.
@@ -147,33 +151,30 @@ class Platform:
             backoff_max_s=settings.restart_backoff_max_s,
             on_restart=metrics.restarted if metrics is not None else None,
         )
-        reconciler = Reconciler(
-            db,
-            runtime,
-            interval_s=settings.reconcile_interval_s,
-            poll_s=settings.cache_refresh_interval_s,
-        )
+        reconciler = Reconciler(db, runtime, interval_s=settings.reconcile_interval_s)
         await reconciler.start()
         master = master_secret(
             settings.secret_key.get_secret_value() if settings.secret_key else None,
             settings.home / "secret.key",
         )
-        secrets = SecretService(db, master, settings.cache_refresh_interval_s)
+        secrets = SecretService(db, master)
         await secrets.start()
-        teams = TeamService(db, settings.cache_refresh_interval_s)
+        teams = TeamService(db)
         await teams.start()
-        accounts = AccountService(db, teams, keys, settings.cache_refresh_interval_s)
+        accounts = AccountService(db, teams, keys)
         await accounts.start()
-        routes = RouteService(db, teams, settings.cache_refresh_interval_s)
+        routes = RouteService(db, teams)
         await routes.sync_declared(settings.routes, reconciler.endpoints)
         await routes.start()
+        # Teams first: the others name them. Endpoints before routes, which refer to them.
+        watcher.subscribe(teams, accounts, keys, secrets, reconciler, routes)
         router = Router(lambda: reconciler.endpoints, runtime.replicas)
         table = RouteTable(lambda: routes.routes, lambda: reconciler.endpoints)
         shared = coord.create(
             settings.redis_url or None, cache_max_bytes=settings.response_cache_max_bytes
         )
         governance = await Governance.open(
-            settings, db, teams, shared.counters, lambda: reconciler.endpoints
+            settings, db, teams, shared.counters, lambda: reconciler.endpoints, watcher
         )
         proxy = Proxy(
             router,
@@ -183,14 +184,10 @@ class Platform:
             secrets=secrets.get,
             governor=governance.gatekeeper if settings.governance_enabled else None,
         )
-        health = HealthChecker(
-            lambda: reconciler.endpoints,
-            router,
-            proxy.upstream,
-            proxy.session,
-            follow_s=settings.cache_refresh_interval_s,
-        )
-        health.start()
+        health = HealthChecker(lambda: reconciler.endpoints, router, proxy.upstream, proxy.session)
+        health.sync()
+        reconciler.followers.append(health.sync)
+        watcher.start()
         endpoints = EndpointService(reconciler, teams, routes, health=health.state)
         jwt_auth = None
         if settings.jwt is not None:
@@ -210,6 +207,7 @@ class Platform:
             shared,
             governance,
             accounts,
+            watcher,
             new_admin,
         )
         platform.jwt = jwt_auth
@@ -234,6 +232,7 @@ class Platform:
         return self.keys.authenticate(authorization)
 
     async def close(self) -> None:
+        await self.watcher.close()
         if self.gauges is not None:
             await self.gauges.close()
         if self.jwt is not None:
@@ -243,10 +242,6 @@ class Platform:
             await self.health.close()
         await self.proxy.close()
         await self.coord.close()
-        await self.routes.close()
-        await self.accounts.close()
-        await self.teams.close()
-        await self.secrets.close()
         await self.reconciler.close()
         await self.reconciler.runtime.close()
         await self.keys.close()

@@ -54,10 +54,8 @@ class AccountService(Snapshot):
 
     collection = "accounts"
 
-    def __init__(
-        self, db: Database, teams: TeamService, keys: KeyService, refresh_interval_s: float = 1.0
-    ) -> None:
-        super().__init__(db, refresh_interval_s)
+    def __init__(self, db: Database, teams: TeamService, keys: KeyService) -> None:
+        super().__init__(db)
         self.repo = AccountRepo(db)
         self.key_repo = KeyRepo(db)
         self.teams = teams

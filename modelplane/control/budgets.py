@@ -23,8 +23,8 @@ def _settings(b: Budget) -> dict[str, Any]:
 class BudgetService(Snapshot):
     collection = "budgets"
 
-    def __init__(self, db: Database, subjects: Subjects, refresh_interval_s: float = 1.0) -> None:
-        super().__init__(db, refresh_interval_s)
+    def __init__(self, db: Database, subjects: Subjects) -> None:
+        super().__init__(db)
         self.repo = BudgetRepo(db)
         self.audit = AuditLog(db)
         self.subjects = subjects

@@ -11,6 +11,7 @@ from modelplane.control.limits import LimitService
 from modelplane.control.subjects import Subjects
 from modelplane.control.teams import TeamService
 from modelplane.control.usage import UsageService
+from modelplane.control.watcher import Watcher
 from modelplane.coord import Counters
 from modelplane.gateway.gatekeeper import Gatekeeper
 from modelplane.store.db import Database
@@ -39,12 +40,14 @@ class Governance:
         teams: TeamService,
         counters: Counters,
         endpoints: Callable[[], Mapping[str, Endpoint]],
+        watcher: Watcher,
     ) -> Governance:
         subjects = Subjects(db, teams)
-        limits = LimitService(db, subjects, settings.cache_refresh_interval_s)
-        budgets = BudgetService(db, subjects, settings.cache_refresh_interval_s)
+        limits = LimitService(db, subjects)
+        budgets = BudgetService(db, subjects)
         await limits.start()
         await budgets.start()
+        watcher.subscribe(limits, budgets)
         gatekeeper = Gatekeeper(
             counters=counters,
             repo=UsageRepo(db),
@@ -65,5 +68,3 @@ class Governance:
     async def close(self) -> None:
         """Write the usage still queued, then stop (before the database closes)."""
         await self.gatekeeper.close()
-        await self.budgets.close()
-        await self.limits.close()

@@ -3,10 +3,10 @@
 Keys carry 32 random bytes, so a plain SHA-256 is a safe verifier (no salt or slow
 hash needed: there is nothing to brute-force), and the lookup is by hash, so no
 comparison against a secret leaks timing. The cache is reloaded whenever the ``keys``
-or the ``accounts`` revision in the database changes, polled once a second (one query
-for both), so a key revoked, or an account disabled or deleted, through any server
-process stops working everywhere within about a second; there is no database query per
-request.
+or the ``accounts`` revision in the database changes (the process's revision watcher
+looks once a second), so a key revoked, or an account disabled or deleted, through any
+server process stops working everywhere within about a second; there is no database
+query per request.
 
 A key may act for a user or service account (``account_id``): it is in the account's
 team, and its effective role is the lower of its own and the account's, at creation
@@ -62,10 +62,6 @@ class NewKey:
     secret: str
 
 
-_WATCHED = ("keys", "accounts")
-"""The collections whose changes rebuild the key cache."""
-
-
 def _role(value: str) -> Role:
     return ROLES[ROLES.index(value)]
 
@@ -104,12 +100,16 @@ def audited(k: ApiKey) -> dict[str, object]:
 
 
 class KeyService:
-    def __init__(self, db: Database, refresh_interval_s: float = 1.0) -> None:
+    watches = ("keys", "accounts")
+    """The collections whose changes rebuild the key cache."""
+
+    def __init__(self, db: Database, flush_interval_s: float = 1.0) -> None:
         self.repo = KeyRepo(db)
         self.accounts = AccountRepo(db)
         self.audit = AuditLog(db)
         self.db = db
-        self.refresh_interval_s = refresh_interval_s
+        self.flush_interval_s = flush_interval_s
+        """How often the keys' last use is written (no query while none was used)."""
         self._by_hash: dict[str, tuple[ApiKey, Caller, str | None]] = {}
         """Live keys by hash: the key, its caller, and why it is refused (its account
         is disabled), if it is."""
@@ -119,7 +119,7 @@ class KeyService:
 
     async def start(self) -> None:
         await self.reload()
-        self._task = asyncio.create_task(self._refresh_loop(), name="key cache")
+        self._task = asyncio.create_task(self._flush_loop(), name="key last use")
 
     async def close(self) -> None:
         if self._task:
@@ -129,7 +129,14 @@ class KeyService:
         await self._flush_used()
 
     async def reload(self) -> None:
-        rev = await revisions(self.db, _WATCHED)
+        """Rebuild the cache now (after a write through this process, say)."""
+        await self._load(await revisions(self.db, self.watches))
+
+    async def refresh(self, revisions: tuple[int, ...]) -> None:
+        if revisions != self._rev:
+            await self._load(revisions)
+
+    async def _load(self, rev: tuple[int, ...]) -> None:
         keys = await self.repo.all()
         accounts = {a.id: a for a in await self.accounts.all()}
         by_hash: dict[str, tuple[ApiKey, Caller, str | None]] = {}
@@ -147,15 +154,13 @@ class KeyService:
         self._by_hash = by_hash
         self._rev = rev
 
-    async def _refresh_loop(self) -> None:
+    async def _flush_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.refresh_interval_s)
+            await asyncio.sleep(self.flush_interval_s)
             try:
-                if await revisions(self.db, _WATCHED) != self._rev:
-                    await self.reload()
                 await self._flush_used()
             except Exception:
-                log.exception("refreshing the key cache failed; keeping the last one")
+                log.exception("recording when keys were last used failed; retrying")
 
     async def _flush_used(self) -> None:
         used, self._used = self._used, {}

@@ -19,8 +19,8 @@ from modelplane.store.governance import LimitRepo
 class LimitService(Snapshot):
     collection = "limits"
 
-    def __init__(self, db: Database, subjects: Subjects, refresh_interval_s: float = 1.0) -> None:
-        super().__init__(db, refresh_interval_s)
+    def __init__(self, db: Database, subjects: Subjects) -> None:
+        super().__init__(db)
         self.repo = LimitRepo(db)
         self.audit = AuditLog(db)
         self.subjects = subjects

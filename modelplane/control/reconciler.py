@@ -1,7 +1,12 @@
-"""Desired state (the ``endpoints`` table) → actual state (the runtime), in a loop.
+"""Desired state (the ``endpoints`` table) → actual state (the runtime).
 
-The reconciler also holds the snapshot of endpoints the gateway routes by, refreshed
-when the ``endpoints`` revision changes, so routing never queries the database.
+The reconciler also holds the snapshot of endpoints the gateway routes by. It re-reads
+the table when the ``endpoints`` revision changes (the API calls :meth:`reconcile`
+after its own writes; the process's revision watcher calls :meth:`refresh` for writes
+by other processes), so routing never queries the database. Every ``interval_s`` it
+also applies the snapshot to the runtime again, for replicas that drifted (and, with
+several server processes, so that one takes over supervising replicas when the one
+that did is gone); that needs no query, as the snapshot is already current.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from modelplane.runtimes.base import Runtime
 from modelplane.store.db import Database
@@ -19,15 +25,16 @@ log = logging.getLogger(__name__)
 
 
 class Reconciler:
-    def __init__(
-        self, db: Database, runtime: Runtime, *, interval_s: float = 2.0, poll_s: float = 1.0
-    ) -> None:
+    watches = ("endpoints",)
+
+    def __init__(self, db: Database, runtime: Runtime, *, interval_s: float = 2.0) -> None:
         self.db = db
         self.repo = EndpointRepo(db)
         self.runtime = runtime
         self.interval_s = interval_s
-        self.poll_s = poll_s
         self.endpoints: dict[str, Endpoint] = {}
+        self.followers: list[Callable[[], None]] = []
+        """Called whenever ``endpoints`` is replaced (the health checks follow it)."""
         self.healthy = False
         self._rev = -1
         self._lock = asyncio.Lock()
@@ -48,30 +55,47 @@ class Reconciler:
                 await self._task
 
     async def reconcile(self) -> None:
+        """Re-read the desired endpoints now, and apply them."""
+        await self._load(await revision(self.db, "endpoints"))
+
+    async def refresh(self, revisions: tuple[int, ...]) -> None:
+        (rev,) = revisions
+        if rev != self._rev:
+            await self._load(rev)
+
+    async def _load(self, rev: int) -> None:
         async with self._lock:
-            rev = await revision(self.db, "endpoints")
-            desired = {ep.name: ep for ep in await self.repo.all()}
-            self.endpoints = desired
-            self._rev = rev
-            local = {name for name, ep in desired.items() if ep.provider is None}
-            for name in local:
-                await self.runtime.apply(desired[name])
-            for name in self.runtime.endpoints() - local:
-                await self.runtime.delete(name)
-            self.healthy = True
+            try:
+                self.endpoints = {ep.name: ep for ep in await self.repo.all()}
+                self._rev = rev
+                self._tell_followers()
+                await self._apply()
+            except Exception:
+                self.healthy = False
+                raise
+
+    def _tell_followers(self) -> None:
+        for follow in self.followers:
+            try:
+                follow()
+            except Exception:
+                log.exception("a follower of the endpoints failed on their change")
+
+    async def _apply(self) -> None:
+        desired = self.endpoints
+        local = {name for name, ep in desired.items() if ep.provider is None}
+        for name in local:
+            await self.runtime.apply(desired[name])
+        for name in self.runtime.endpoints() - local:
+            await self.runtime.delete(name)
+        self.healthy = True
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        last_full = loop.time()
         while True:
-            # Writes through this process reconcile at once (the API calls reconcile());
-            # this loop catches writes by other processes and replicas that drifted.
-            await asyncio.sleep(self.poll_s)
+            await asyncio.sleep(self.interval_s)
             try:
-                full_due = loop.time() - last_full >= self.interval_s
-                if full_due or await revision(self.db, "endpoints") != self._rev:
-                    await self.reconcile()
-                    last_full = loop.time()
+                async with self._lock:
+                    await self._apply()
             except Exception:
                 self.healthy = False
                 log.exception("reconciling endpoints failed; retrying")

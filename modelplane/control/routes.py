@@ -53,8 +53,8 @@ def route_view(route: Route, teams: TeamService) -> dict[str, Any]:
 class RouteService(Snapshot):
     collection = "routes"
 
-    def __init__(self, db: Database, teams: TeamService, refresh_interval_s: float = 1.0) -> None:
-        super().__init__(db, refresh_interval_s)
+    def __init__(self, db: Database, teams: TeamService) -> None:
+        super().__init__(db)
         self.teams = teams
         self.repo = RouteRepo(db)
         self.audit = AuditLog(db)

@@ -56,8 +56,8 @@ def _fernet(master: str) -> Fernet:
 class SecretService(Snapshot):
     collection = "secrets"
 
-    def __init__(self, db: Database, master: str, refresh_interval_s: float = 1.0) -> None:
-        super().__init__(db, refresh_interval_s)
+    def __init__(self, db: Database, master: str) -> None:
+        super().__init__(db)
         self.repo = SecretRepo(db)
         self.audit = AuditLog(db)
         self._box = _fernet(master)

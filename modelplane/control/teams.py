@@ -19,8 +19,8 @@ EVERYONE = "*"
 class TeamService(Snapshot):
     collection = "teams"
 
-    def __init__(self, db: Database, refresh_interval_s: float = 1.0) -> None:
-        super().__init__(db, refresh_interval_s)
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
         self.repo = TeamRepo(db)
         self.audit = AuditLog(db)
         self.by_id: dict[str, Team] = {}

@@ -8,9 +8,10 @@ on it. With ``health_check`` set, one loop per endpoint asks the provider's ``he
 failed, so a route falls back at once without trying it) and after ``healthy_after``
 passes in a row it is back. An endpoint counts as healthy until checks say otherwise.
 
-The checks follow the endpoints snapshot: a loop starts when an endpoint gets a
-``health_check``, restarts when it changes and stops when it goes. Each server process
-checks on its own, so ``serve --workers N`` sends N checks per interval.
+The checks follow the endpoints snapshot (whoever replaces it calls
+:meth:`HealthChecker.sync`): a loop starts when an endpoint gets a ``health_check``,
+restarts when it changes and stops when it goes. Each server process checks on its
+own, so ``serve --workers N`` sends N checks per interval.
 """
 
 from __future__ import annotations
@@ -109,46 +110,29 @@ class HealthChecker:
         router: Router,
         upstream: Upstream,
         session: Callable[[], aiohttp.ClientSession],
-        *,
-        follow_s: float = 1.0,
     ) -> None:
         self._endpoints = endpoints
         self._router = router
         self._upstream = upstream
         self._session = session
         """The gateway's pooled session for control-plane calls (``Proxy.session``)."""
-        self.follow_s = follow_s
         self._seen: Mapping[str, Endpoint] | None = None
         self._loops: dict[str, tuple[str, HealthCheck, asyncio.Task[None]]] = {}
         self._health: dict[str, Health] = {}
         self._stopping: set[asyncio.Task[None]] = set()
-        self._task: asyncio.Task[None] | None = None
 
     def state(self, name: str) -> Health | None:
         """The checks' view of an endpoint, or ``None`` while none has started."""
         return self._health.get(name)
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._follow(), name="health checks")
-
     async def close(self) -> None:
         tasks = [loop[2] for loop in self._loops.values()] + list(self._stopping)
-        if self._task is not None:
-            tasks.append(self._task)
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._loops.clear()
-
-    async def _follow(self) -> None:
-        while True:
-            try:
-                self.sync()
-            except Exception:
-                log.exception("following the endpoints for health checks failed")
-            await asyncio.sleep(self.follow_s)
 
     def sync(self) -> None:
         """Start, restart and stop check loops to match the endpoints snapshot."""

@@ -107,8 +107,8 @@ async def test_checker_follows_the_endpoints_and_flips_the_replica() -> None:
         return router.replicas(snapshot["up"])[0].status
 
     session = aiohttp.ClientSession()  # the stub does not use it
-    checker = HealthChecker(lambda: snapshot, router, upstream, lambda: session, follow_s=0.01)
-    checker.start()
+    checker = HealthChecker(lambda: snapshot, router, upstream, lambda: session)
+    checker.sync()
     try:
         await until(lambda: stub.checks, "a first check")
         assert status() == ReplicaStatus.READY and router.pick(snapshot["up"]) == "http://up"
@@ -121,6 +121,7 @@ async def test_checker_follows_the_endpoints_and_flips_the_replica() -> None:
 
         # A changed endpoint (a new snapshot) keeps its state until checks say otherwise.
         snapshot = {"up": endpoint({"base_url": "http://up", "health_check": {**check}})}
+        checker.sync()
         assert status() == ReplicaStatus.FAILED
         stub.fail = None
         await until(lambda: status() == ReplicaStatus.READY, "the endpoint back")
@@ -129,7 +130,8 @@ async def test_checker_follows_the_endpoints_and_flips_the_replica() -> None:
         stub.fail = "down"
         await until(lambda: status() == ReplicaStatus.FAILED, "the endpoint out again")
         snapshot = {"up": endpoint({"base_url": "http://up"})}
-        await until(lambda: checker.state("up") is None, "the check to stop")
+        checker.sync()
+        assert checker.state("up") is None
         assert status() == ReplicaStatus.READY
     finally:
         await checker.close()
