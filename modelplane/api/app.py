@@ -43,14 +43,14 @@ class ModelplaneApp(FastAPI):
     for ``FastPath``, which keeps the same request ids and body limit (bench/README.md),
     and its OpenAPI document has them added (``api/openapi.py``)."""
 
-    def __init__(self, *, max_body_bytes: int, **kwargs: Any) -> None:
+    def __init__(self, *, fast_path: FastPath, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._fast = FastPath(max_body_bytes)
+        self.fast_path = fast_path
+        """Also called without ASGI by ``modelplane serve``'s protocol (``api/protocol.py``)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in KINDS:
-            scope["app"] = self
-            await self._fast(scope, receive, send)
+            await self.fast_path(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
 
@@ -64,10 +64,13 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
     """The server's app. ``tracer_provider``: an OpenTelemetry provider of the embedding
     program's to trace into, instead of the one ``settings.otel_endpoint`` configures."""
 
+    fast = FastPath(settings.max_body_bytes)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         platform = await Platform.open(settings, tracer_provider)
         app.state.platform = platform
+        fast.platform = platform
         # Everything allocated so far lives as long as the process: keep it out of the
         # garbage collector's full passes, which otherwise stall every in-flight
         # request for 100+ ms every few seconds under load (bench/README.md).
@@ -82,7 +85,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         title="modelplane",
         version="0.1.0",
         lifespan=lifespan,
-        max_body_bytes=settings.max_body_bytes,
+        fast_path=fast,
     )
     errors.install(app)
     for r in (

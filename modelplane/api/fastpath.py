@@ -1,4 +1,4 @@
-"""The OpenAI POST routes as a plain ASGI handler, in front of FastAPI.
+"""The OpenAI POST routes, served in front of FastAPI.
 
 ``/v1/chat/completions``, ``/v1/completions`` and ``/v1/embeddings`` carry nearly all
 traffic and need no request model, query parameters or dependency injection: the body
@@ -6,21 +6,24 @@ is forwarded as bytes. Serving them here, rather than through FastAPI's router, 
 about a third of the gateway's CPU per request away (bench/README.md). Everything else
 — ``/api``, ``GET /v1/models``, ``/ui`` — goes on to FastAPI.
 
-It does what the middleware does for every other route itself (the request id, echoed
-in ``x-request-id``; the body-size bound), without wrapping ``receive`` and ``send``
-once per layer. Errors are rendered by the same function FastAPI's handlers use
+``FastPath.exchange`` serves one request whatever carries it: ``modelplane serve``'s
+HTTP protocol (``api/protocol.py``) calls it directly, without ASGI, and ``FastPath``
+itself is the plain ASGI handler for any other server. It does what the middleware does
+for every other route itself (the request id, echoed in ``x-request-id``; the body-size
+bound). Errors are rendered by the same function FastAPI's handlers use
 (``api.errors``).
 A client that disconnects cancels its request, streaming or not, which cancels the
-upstream call and frees the model replica (noticed once the request has run for
-``WATCH_AFTER_S``).
+upstream call and frees the model replica (under ASGI, noticed once the request has run
+for ``WATCH_AFTER_S``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from starlette.types import Message, Receive, Scope, Send
 
@@ -53,20 +56,46 @@ class _Left(Exception):
     """The client disconnected."""
 
 
-async def _body(receive: Receive, limit: int) -> bytes:
-    chunks = []
-    seen = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Left
-        chunk = message.get("body", b"")
-        seen += len(chunk)
-        if seen > limit:
-            raise too_large(limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+class Out(Protocol):
+    """Where one exchange's answer goes: ASGI ``send`` (``AsgiOut``) or uvicorn's
+    transport directly (``api/protocol.py``). ``left`` is set before the exchange's task
+    is cancelled because the client went away."""
+
+    left: bool
+    answering: bool
+    """Once the answer has started, an error can only end it."""
+
+    async def answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """A whole answer (``headers`` include content-length)."""
+
+    async def stream(
+        self, status: int, headers: list[tuple[bytes, bytes]], chunks: AsyncIterator[bytes]
+    ) -> None:
+        """An answer relayed chunk by chunk (closes ``chunks`` however it ends)."""
+
+
+def mint_request_id(headers: Mapping[str, str]) -> str:
+    """The caller's ``x-request-id`` (or ``x-correlation-id``), else a new one."""
+    rid = headers.get("x-request-id") or headers.get("x-correlation-id")
+    return rid[:128] if rid else os.urandom(16).hex()  # as unique as a uuid4, 5x cheaper
+
+
+def header_dict(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """One pass into a dict: the request path looks headers up several times, and a
+    scan of the raw list per lookup costs more. The first of repeated names wins."""
+    headers: dict[str, str] = {}
+    for name, value in raw:
+        headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return headers
+
+
+def error_parts(
+    exc: ModelplaneError, path: str, rid: str
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """An error as status, headers and body, as ``api.errors.error_response`` renders it."""
+    exc.extra_headers = {**exc.extra_headers, "x-request-id": rid}
+    response = error_response(exc, path)
+    return response.status_code, response.raw_headers, bytes(response.body)
 
 
 def _headers(reply: Reply, length: int | None, rid: bytes) -> list[tuple[bytes, bytes]]:
@@ -78,78 +107,54 @@ def _headers(reply: Reply, length: int | None, rid: bytes) -> list[tuple[bytes, 
 
 
 class FastPath:
-    """The handler for ``KINDS`` paths (``ModelplaneApp`` sends only those here)."""
+    """The handler for ``KINDS`` paths: ``ModelplaneApp`` sends ASGI requests for those
+    here, and ``api/protocol.py`` calls ``exchange`` for POSTs without ASGI."""
 
     def __init__(self, max_body_bytes: int) -> None:
         self.limit = max_body_bytes
-        self._platform: Platform | None = None
+        self.platform: Platform | None = None
+        """Set by the app's lifespan once the platform is open."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         rid = request_id(scope)
         token = request_id_var.set(rid)
+        path = scope["path"]
+        out = AsgiOut(send)
         try:
-            kind = KINDS[scope["path"]]
+            kind = KINDS[path]
             if scope["method"] != "POST":
-                err = ModelplaneError(
-                    f"{scope['method']} is not allowed on {scope['path']}; allowed: POST"
-                )
+                err = ModelplaneError(f"{scope['method']} is not allowed on {path}; allowed: POST")
                 err.status, err.type, err.code = 405, "invalid_request_error", "method_not_allowed"
                 err.extra_headers = {**err.extra_headers, "allow": "POST"}
-                await self._error(err, rid, scope, receive, send)
+                await out.answer(*error_parts(err, path, rid))
                 return
             if declares_too_much(scope, self.limit):
-                await self._error(too_large(self.limit), rid, scope, receive, send)
+                await out.answer(*error_parts(too_large(self.limit), path, rid))
                 return
-            if self._platform is None:
-                self._platform = scope["app"].state.platform
-            assert self._platform is not None
-            await self._serve(self._platform, kind, rid, scope, receive, send)
+            watch = _Watch(receive, out, self.limit)
+            try:
+                headers = header_dict(scope["headers"])
+                await self.exchange(kind, path, rid, headers, watch.body, out)
+            finally:
+                watch.stop()
         finally:
             request_id_var.reset(token)
 
-    @staticmethod
-    async def _error(
-        exc: ModelplaneError, rid: str, scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        exc.extra_headers = {**exc.extra_headers, "x-request-id": rid}
-        await error_response(exc, scope["path"])(scope, receive, send)
-
-    async def _serve(
+    async def exchange(
         self,
-        platform: Platform,
         kind: Kind,
+        path: str,
         rid: str,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
+        headers: Mapping[str, str],
+        body_of: Callable[[], Awaitable[bytes]],
+        out: Out,
     ) -> None:
+        """Serve one request whose headers are in; ``body_of`` reads its body."""
+        platform = self.platform
+        assert platform is not None, "the app's lifespan has not run"
         raw_rid = rid.encode("latin-1")
-        # One pass into a dict: the request path looks headers up several times, and a
-        # scan of the raw list per lookup costs more. The first of repeated names wins.
-        headers: dict[str, str] = {}
-        for name, value in scope["headers"]:
-            headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
         # Metrics, the trace, the dashboard's stats and the summary log line, once.
-        obs = platform.observer.begin(kind, scope["path"], rid, headers)
-        me = asyncio.current_task()
-        assert me is not None
-        left = False
-
-        def gone(watcher: asyncio.Future[None]) -> None:
-            nonlocal left
-            if not watcher.cancelled() and watcher.exception() is None:
-                left = True
-                me.cancel()
-
-        watcher: asyncio.Future[None] | None = None
-        timer: asyncio.TimerHandle | None = None
-
-        def watch() -> None:
-            nonlocal watcher
-            watcher = asyncio.ensure_future(self._disconnect(receive))
-            watcher.add_done_callback(gone)
-
-        answering = False  # once the response has started, errors can only end it
+        obs = platform.observer.begin(kind, path, rid, headers)
         try:
             with obs.span("auth"):
                 caller = platform.authenticate(headers.get("authorization"))
@@ -158,74 +163,116 @@ class FastPath:
                 raise PermissionDenied(
                     f"this key cannot call models (role {caller.role}, needs 'inference')"
                 )
-            body = await _body(receive, self.limit)
+            body = await body_of()
             peeked = peek(body)
             obs.model, obs.body = peeked.model, peeked.body
-            # The body is read: the next message can only be the client leaving.
-            timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, watch)
             reply = await platform.proxy.forward(Inbound(kind, body, peeked, rid, headers, caller))
             if reply.stream is None:
                 data = reply.body or b""
-                answering = True
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": reply.status,
-                        "headers": _headers(reply, len(data), raw_rid),
-                    }
-                )
-                await send({"type": "http.response.body", "body": data})
+                await out.answer(reply.status, _headers(reply, len(data), raw_rid), data)
                 obs.answer(reply.status, reply.headers, data)
                 return
             stream = obs.stream(reply.stream, reply.headers)
-            answering = True
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": reply.status,
-                    "headers": _headers(reply, None, raw_rid) + STREAM_HEADERS,
-                }
-            )
-            await self._relay(stream, send)
+            await out.stream(reply.status, _headers(reply, None, raw_rid) + STREAM_HEADERS, stream)
         except asyncio.CancelledError:
-            if not left:
+            if not out.left:
                 raise
-            me.uncancel()  # the client went away: nothing is left to answer
+            task = asyncio.current_task()
+            assert task is not None
+            task.uncancel()  # the client went away: nothing is left to answer
             obs.left()
         except _Left:
             obs.left()
         except ModelplaneError as exc:
             obs.failed(exc)
-            if not answering:
-                await self._error(exc, rid, scope, receive, send)
+            if not out.answering:
+                await out.answer(*error_parts(exc, path, rid))
         except Exception as exc:  # never a stack trace to the client
             obs.failed(exc)
-            log.error("unexpected %s on %s", type(exc).__name__, scope["path"], exc_info=exc)
-            if answering:
-                return
-            err = ModelplaneError(
-                f"internal error; the server log has the details (request id {rid})"
-            )
-            await self._error(err, rid, scope, receive, send)
+            log.error("unexpected %s on %s", type(exc).__name__, path, exc_info=exc)
+            if not out.answering:
+                err = ModelplaneError(
+                    f"internal error; the server log has the details (request id {rid})"
+                )
+                await out.answer(*error_parts(err, path, rid))
         finally:
             obs.close()
-            if timer is not None:
-                timer.cancel()
-            if watcher is not None:
-                watcher.remove_done_callback(gone)
-                watcher.cancel()
 
-    @staticmethod
-    async def _disconnect(receive: Receive) -> None:
-        message: Message = await receive()
-        while message["type"] != "http.disconnect":
-            message = await receive()
 
-    @staticmethod
-    async def _relay(stream: AsyncIterator[bytes], send: Send) -> None:
+class AsgiOut:
+    """``Out`` over ASGI ``send``."""
+
+    __slots__ = ("answering", "left", "send")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.left = self.answering = False
+
+    async def answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.answering = True
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body})
+
+    async def stream(
+        self, status: int, headers: list[tuple[bytes, bytes]], chunks: AsyncIterator[bytes]
+    ) -> None:
         try:
-            async for chunk in stream:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            self.answering = True
+            await self.send({"type": "http.response.start", "status": status, "headers": headers})
+            async for chunk in chunks:
+                await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await self.send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            await stream.aclose()  # type: ignore[attr-defined]
+            await chunks.aclose()  # type: ignore[attr-defined]
+
+
+class _Watch:
+    """Reads an ASGI request's body, then (after ``WATCH_AFTER_S``) watches for the
+    client leaving, which cancels the request's task."""
+
+    def __init__(self, receive: Receive, out: AsgiOut, limit: int) -> None:
+        self.receive = receive
+        self.limit = limit
+        self.out = out
+        self.task = asyncio.current_task()
+        self.timer: asyncio.TimerHandle | None = None
+        self.watcher: asyncio.Future[None] | None = None
+
+    async def body(self) -> bytes:
+        limit = self.limit
+        chunks = []
+        seen = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise _Left
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > limit:
+                raise too_large(limit)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                # The body is read: the next message can only be the client leaving.
+                self.timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._watch)
+                return b"".join(chunks)
+
+    def _watch(self) -> None:
+        self.watcher = asyncio.ensure_future(self._disconnect())
+        self.watcher.add_done_callback(self._gone)
+
+    async def _disconnect(self) -> None:
+        message: Message = await self.receive()
+        while message["type"] != "http.disconnect":
+            message = await self.receive()
+
+    def _gone(self, watcher: asyncio.Future[None]) -> None:
+        if not watcher.cancelled() and watcher.exception() is None and self.task is not None:
+            self.out.left = True
+            self.task.cancel()
+
+    def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.watcher is not None:
+            self.watcher.remove_done_callback(self._gone)
+            self.watcher.cancel()

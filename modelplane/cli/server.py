@@ -17,6 +17,7 @@ from rich.console import Console
 
 from modelplane.api.app import create_app
 from modelplane.api.platform import Platform
+from modelplane.api.protocol import GatewayProtocol
 from modelplane.config import Settings
 from modelplane.control.keys import BOOTSTRAP
 from modelplane.errors import first_invalid
@@ -79,6 +80,7 @@ def _server(settings: Settings) -> tuple[uvicorn.Server, FastAPI]:
         access_log=False,
         proxy_headers=False,  # client addresses are not used; skip the middleware
         timeout_graceful_shutdown=10,
+        http=GatewayProtocol,
     )
     return uvicorn.Server(config), app
 
@@ -120,6 +122,7 @@ def serve(host: Host = None, port: Port = None, workers: Workers = None) -> None
         access_log=False,
         proxy_headers=False,
         timeout_graceful_shutdown=10,
+        http=GatewayProtocol,
     )
 
 
