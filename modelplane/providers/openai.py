@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
@@ -168,12 +169,13 @@ def _frozen(value: Mapping[str, Any] | None) -> tuple[tuple[str, str], ...] | No
     return tuple(sorted((str(k), str(v)) for k, v in value.items())) if value else None
 
 
+_UUID = re.compile(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+
+
 def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
+    """Whether ``value`` is a UUID in one of the forms servers accept (hex, with or
+    without dashes); a regular expression, since ``uuid.UUID`` costs several µs."""
+    return _UUID.fullmatch(value) is not None
 
 
 def _error(status: int, body: bytes, headers: dict[str, str]) -> Reply:
