@@ -438,23 +438,43 @@ class Proxy:
         span: Span | None = None,
     ) -> AsyncIterator[bytes]:
         """Relay the rest of a stream, releasing the replica slot when it ends (or the
-        client leaves), and ending it with an error event at the route's deadline."""
+        client leaves), and ending it with an error event at the route's deadline.
+
+        The deadline is one timer for the whole stream, not a timeout per chunk (a
+        visible cost on streams of many small chunks). It interrupts a read from the
+        upstream only, never a write to the client: when it fires during a write, the
+        stream ends before its next read."""
+        task = asyncio.current_task()
+        assert task is not None
+        reading = expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            if reading:
+                task.cancel()
+
+        timer = asyncio.get_running_loop().call_at(deadline, expire)
         try:
             if first:
                 yield first
-            while True:
+            while not expired:
+                reading = True
                 try:
-                    # The timeout wraps the read only, never a yield to the client.
-                    async with asyncio.timeout_at(deadline):
-                        chunk = await anext(rest)
+                    chunk = await anext(rest)
                 except StopAsyncIteration:
                     return
-                except TimeoutError:
-                    err = self._timeout(route, total=True)
-                    yield b"data: " + json.dumps(openai_envelope(err)).encode() + b"\n\n"
-                    return
+                except asyncio.CancelledError:
+                    if not expired or task.uncancel() > 0:
+                        raise  # not (only) the deadline: the client left, or shutdown
+                    break
+                finally:
+                    reading = False
                 yield chunk
+            err = self._timeout(route, total=True)
+            yield b"data: " + json.dumps(openai_envelope(err)).encode() + b"\n\n"
         finally:
+            timer.cancel()
             try:
                 await rest.aclose()  # type: ignore[attr-defined]
             finally:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import collections
+import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -226,6 +228,34 @@ def test_no_retry_after_the_first_streamed_byte(
     assert "".join(text) == "hello from a"
     assert "middle of the answer" in str(err.value)
     assert len(fakes["a"].calls) == 1 and not fakes["b"].calls
+
+
+def test_a_stream_past_its_total_timeout_ends_with_an_error_event(
+    server: Server, fakes: dict[str, FakeUpstream]
+) -> None:
+    fakes["a"].mode = "gate_stream"  # one chunk, then nothing until the gate opens
+    put_route(server, "slowstream", targets=[{"endpoint": "a"}], timeouts={"total_s": 1})
+    started = time.monotonic()
+    with server.http.stream(
+        "POST",
+        "/v1/chat/completions",
+        json={
+            "model": "slowstream",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": True,
+        },
+    ) as resp:
+        assert resp.status_code == 200
+        events = [line for line in resp.iter_lines() if line]
+    assert 0.9 < time.monotonic() - started < 10
+    assert json.loads(events[0][6:])["choices"][0]["delta"]["content"] == "hello from a"
+    error = json.loads(events[-1][6:])["error"]
+    assert error["code"] == "upstream_timeout"
+    assert "within 1 s (timeouts.total_s)" in error["message"]
+    # The replica's slot was given back: the next request goes through.
+    fakes["a"].gate.set()
+    fakes["a"].mode = "ok"
+    assert chat(server, "slowstream").headers["x-modelplane-target"] == "a"
 
 
 def test_streams_pass_through_with_the_target_header(
