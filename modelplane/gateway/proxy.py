@@ -31,6 +31,7 @@ from modelplane.errors import (
     openai_envelope,
 )
 from modelplane.gateway.cache import ResponseCache
+from modelplane.gateway.deadline import Deadline
 from modelplane.gateway.governance import Governor, Open
 from modelplane.gateway.router import Router
 from modelplane.gateway.routes import ResolvedRoute, RouteTable
@@ -368,8 +369,9 @@ class Proxy:
                 headers,
             )
             started = loop.time()
+            limit = Deadline(first_by)
             try:
-                async with asyncio.timeout_at(first_by):
+                with limit:
                     reply = await provider.send(self.session(timeouts.connect_s), target, call)
                     first = None
                     if reply.stream is not None:
@@ -395,6 +397,8 @@ class Proxy:
                         f"'{ep.name}' could not be reached ({type(exc).__name__}); retry shortly"
                     ),
                 )
+            finally:
+                limit.close()
             self.router.observe(url, loop.time() - started)
             if span is not None:
                 tracing.end_status(span, reply.status)
@@ -443,38 +447,24 @@ class Proxy:
         The deadline is one timer for the whole stream, not a timeout per chunk (a
         visible cost on streams of many small chunks). It interrupts a read from the
         upstream only, never a write to the client: when it fires during a write, the
-        stream ends before its next read."""
-        task = asyncio.current_task()
-        assert task is not None
-        reading = expired = False
-
-        def expire() -> None:
-            nonlocal expired
-            expired = True
-            if reading:
-                task.cancel()
-
-        timer = asyncio.get_running_loop().call_at(deadline, expire)
+        stream ends before its next read (``gateway/deadline.py``)."""
+        limit = Deadline(deadline)
         try:
             if first:
                 yield first
-            while not expired:
-                reading = True
+            while True:
                 try:
-                    chunk = await anext(rest)
+                    with limit:
+                        chunk = await anext(rest)
                 except StopAsyncIteration:
                     return
-                except asyncio.CancelledError:
-                    if not expired or task.uncancel() > 0:
-                        raise  # not (only) the deadline: the client left, or shutdown
+                except TimeoutError:
                     break
-                finally:
-                    reading = False
                 yield chunk
             err = self._timeout(route, total=True)
             yield b"data: " + json.dumps(openai_envelope(err)).encode() + b"\n\n"
         finally:
-            timer.cancel()
+            limit.close()
             try:
                 await rest.aclose()  # type: ignore[attr-defined]
             finally:
