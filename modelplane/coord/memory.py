@@ -103,25 +103,28 @@ class MemoryCounters:
             raise ValueError("window_s must be positive")
         self._maybe_sweep()
         now = self._clock()
-        states = []
-        for key in keys:
-            state = sliding.roll(self._windows.get(key), window_s, now)
-            self._windows[key] = state
+        windows = self._windows
+        # One pass to roll and check every counter, one to count and answer (this runs
+        # for every governed request: no intermediate lists beyond these).
+        states: list[sliding.State] = []
+        fits: list[bool] = []
+        for key, amount, limit in zip(keys, amounts, limits, strict=True):
+            state = windows[key] = sliding.roll(windows.get(key), window_s, now)
             states.append(state)
-        elapsed = [now - state.index * window_s for state in states]
-        fits = [
-            sliding.admit(st.previous, st.current, e, window_s, amount, limit)
-            for st, e, amount, limit in zip(states, elapsed, amounts, limits, strict=True)
-        ]
-        if all(fits):
-            for state, amount in zip(states, amounts, strict=True):
-                state.current = max(0, state.current + amount)
-        return [
-            sliding.result(st.previous, st.current, e, window_s, amount, limit, fit)
-            for st, e, amount, limit, fit in zip(
-                states, elapsed, amounts, limits, fits, strict=True
+            elapsed = now - state.index * window_s
+            fits.append(
+                sliding.admit(state.previous, state.current, elapsed, window_s, amount, limit)
             )
-        ]
+        count = all(fits)
+        out: list[Window] = []
+        for state, amount, limit, fit in zip(states, amounts, limits, fits, strict=True):
+            if count:
+                state.current = max(0, state.current + amount)
+            elapsed = now - state.index * window_s
+            out.append(
+                sliding.result(state.previous, state.current, elapsed, window_s, amount, limit, fit)
+            )
+        return out
 
     async def acquire(self, key: str, limit: int, *, ttl_s: float = 600.0) -> Slot | None:
         self._maybe_sweep()

@@ -63,6 +63,13 @@ class LimitRule:
     label: str
     """e.g. ``key 'ci-bot'`` or ``endpoint 'gpt-4o'``."""
     limits: RateLimits
+    rpm_key: str = field(init=False)
+    tpm_key: str = field(init=False)
+    """The counters' own keys, built once per rule rather than once per request."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rpm_key", f"rpm:{self.key}")
+        object.__setattr__(self, "tpm_key", f"tpm:{self.key}")
 
 
 def estimate_tokens(body: bytes, obj: dict[str, Any]) -> int:
@@ -99,11 +106,12 @@ class _Tightest:
         reset = max(window.retry_after_s, window.reset_s)
         self.limit, self.remaining, self.reset_s = limit, 0, MINUTE if math.isinf(reset) else reset
 
-    def headers(self, kind: str, out: dict[str, str]) -> None:
+    def headers(self, names: tuple[str, str, str], out: dict[str, str]) -> None:
         if self.remaining >= 0:
-            out[f"x-ratelimit-limit-{kind}"] = str(self.limit)
-            out[f"x-ratelimit-remaining-{kind}"] = str(self.remaining)
-            out[f"x-ratelimit-reset-{kind}"] = duration(self.reset_s)
+            limit, remaining, reset = names
+            out[limit] = str(self.limit)
+            out[remaining] = str(self.remaining)
+            out[reset] = duration(self.reset_s)
 
 
 @dataclass(slots=True)
@@ -141,12 +149,12 @@ class Limiter:
         for rule in rules:
             lim = rule.limits
             if lim.rpm:
-                keys.append(f"rpm:{rule.key}")
+                keys.append(rule.rpm_key)
                 amounts.append(1)
                 limits.append(lim.rpm)
                 owners.append((rule, "requests"))
             if lim.tpm:
-                keys.append(f"tpm:{rule.key}")
+                keys.append(rule.tpm_key)
                 amounts.append(tokens)
                 limits.append(lim.tpm)
                 owners.append((rule, "tokens"))
@@ -235,8 +243,16 @@ class Limiter:
             log.warning("rate limits are not enforced while this lasts: %s", exc.message)
 
 
+_REQUESTS = (
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+)
+_TOKENS = ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")
+
+
 def _headers(requests: _Tightest, tokens: _Tightest) -> dict[str, str]:
     out: dict[str, str] = {}
-    requests.headers("requests", out)
-    tokens.headers("tokens", out)
+    requests.headers(_REQUESTS, out)
+    tokens.headers(_TOKENS, out)
     return out

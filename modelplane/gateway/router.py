@@ -163,7 +163,10 @@ class Router:
             urls = [u for u in urls if self.outstanding.get(u, 0) < cap]
             if not urls:
                 return None
-        url = policy.strategy.choose(urls, Request(body, headers, policy.balancing), self.stats)
+        if len(urls) == 1:  # nothing to choose (the usual case of an external endpoint)
+            url = urls[0]
+        else:
+            url = policy.strategy.choose(urls, Request(body, headers, policy.balancing), self.stats)
         self.outstanding[url] = self.outstanding.get(url, 0) + 1
         self._endpoint_of[url] = ep.name
         return url
