@@ -1,0 +1,35 @@
+"""The gateway benchmark runs end to end (so that ``bench/gateway.py`` cannot rot): one
+short rep of each side, through a real ``modelplane serve`` in front of the mock."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_gateway_benchmark_prints_its_table_and_targets(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "gateway.py"),
+        "--duration=1",
+        "--warmup=1",
+        "--reps=1",
+        "--concurrency=16",
+        "--no-stream",
+        "--python-load",
+        "--observability=ungoverned,metrics",
+        "--baseline=ungoverned",
+        f"--json={out}",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    rows = [line for line in lines if line.startswith(("| ungoverned |", "| metrics |"))]
+    assert len(rows) == 3  # one row per variant, and the comparison row
+    for variant in ("ungoverned", "metrics"):
+        assert any(line.startswith(f"{variant}: targets, non-streaming") for line in lines)
+    assert '"gateway_rps"' in out.read_text()
