@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import orjson
 from opentelemetry.trace import Span, Tracer
 
 from modelplane.errors import (
@@ -58,11 +59,19 @@ class Peeked:
 
 def peek(body: bytes) -> Peeked:
     """Parse the body once for ``model`` and ``stream`` (and for balancing strategies
-    that look at the prompt); the bytes themselves are forwarded as they came."""
+    that look at the prompt); the bytes themselves are forwarded as they came.
+
+    orjson parses it about 6x faster than ``json`` (a visible share of a proxied
+    request's CPU); what orjson refuses but ``json`` reads (``NaN``, ``Infinity``) is
+    read by ``json``. orjson reads an integer beyond 64 bits as a float, which matters
+    only to providers that translate the body."""
     try:
-        obj: Any = json.loads(body)
+        obj: Any = orjson.loads(body)
     except ValueError:
-        raise InvalidRequest("the request body is not valid JSON") from None
+        try:
+            obj = json.loads(body)
+        except ValueError:
+            raise InvalidRequest("the request body is not valid JSON") from None
     if not isinstance(obj, dict):
         raise InvalidRequest("the request body must be a JSON object")
     model = obj.get("model")
