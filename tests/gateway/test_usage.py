@@ -5,6 +5,7 @@ were told, failures mixed in, nothing lost at shutdown and nothing counted twice
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 from collections.abc import AsyncIterator, Sequence
@@ -26,7 +27,7 @@ from modelplane.gateway.usage import (
     text_frames,
 )
 from modelplane.store.db import Database
-from modelplane.store.governance import UsageRepo
+from modelplane.store.governance import WRITE_CHUNK, UsageRepo
 from modelplane.store.records import Usage
 from tests.gateway.accounts import chat_body, make_key, usage_records
 from tests.gateway.fakes import FakeUpstream, chunk, usage_chunk
@@ -133,6 +134,20 @@ async def test_the_recorder_batches_retries_and_drains_at_close(db: Database) ->
     # A batch written twice (a retry after a lost answer) is stored once.
     await UsageRepo(db).add_many([_usage(1), _usage(2), _usage(99)])
     assert len(await UsageRepo(db).all()) == 31
+
+
+async def test_a_batch_of_several_chunks_is_written_whole_or_not_at_all(db: Database) -> None:
+    n = 2 * WRITE_CHUNK + 7
+    await UsageRepo(db).add_many([_usage(i) for i in range(n)])
+    stored = await UsageRepo(db).all()
+    assert sorted(r.prompt_tokens for r in stored) == list(range(n))
+    # A record refused by the database in the last chunk: the earlier chunks of the
+    # same batch are not stored either (one transaction), so a retry duplicates nothing.
+    broken = [_usage(i) for i in range(n, 2 * n)]
+    broken[-1] = dataclasses.replace(broken[-1], status=None)  # type: ignore[arg-type]
+    with pytest.raises(Exception, match="NOT NULL"):
+        await UsageRepo(db).add_many(broken)
+    assert len(await UsageRepo(db).all()) == n
 
 
 async def test_a_full_queue_drops_and_counts_instead_of_waiting(
