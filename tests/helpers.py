@@ -162,6 +162,19 @@ class Server:
         finally:
             self.http.delete(f"/api/endpoints/{name}")
 
+    def add_external(self, name: str, base_url: str, model: str = "m", **options: Any) -> None:
+        """An external ``openai`` endpoint (a fake upstream at ``base_url``)."""
+        resp = self.http.post(
+            "/api/endpoints",
+            json={
+                "name": name,
+                "provider": "openai",
+                "model": model,
+                "options": {"base_url": base_url, **options},
+            },
+        )
+        assert resp.status_code == 201, resp.text
+
     def wait_ready(self, name: str, count: int, timeout: float = 90.0) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:
             ep = self.endpoint(name)

@@ -35,16 +35,7 @@ def _serve(home: Path, fake: FakeUpstream) -> Server:
     srv = Server(
         home, f"sqlite:///{home / 'modelplane.db'}", MODELPLANE_MAX_BODY_BYTES=str(LIMIT)
     ).start()
-    resp = srv.http.post(
-        "/api/endpoints",
-        json={
-            "name": "a",
-            "provider": "openai",
-            "model": "upstream-a",
-            "options": {"base_url": fake.base_url},
-        },
-    )
-    assert resp.status_code == 201, resp.text
+    srv.add_external("a", fake.base_url, "upstream-a")
     return srv
 
 

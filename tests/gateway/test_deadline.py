@@ -43,19 +43,19 @@ async def test_guarded_work_that_finishes_in_time_is_untouched() -> None:
     assert not limit.expired
 
 
+async def _guarded(when: float, started: asyncio.Event) -> None:
+    limit = Deadline(when)
+    try:
+        with limit:
+            started.set()
+            await asyncio.sleep(5)
+    finally:
+        limit.close()
+
+
 async def test_a_cancellation_from_elsewhere_stays_a_cancellation() -> None:
     started = asyncio.Event()
-
-    async def guarded() -> None:
-        limit = Deadline(_in(5))
-        try:
-            with limit:
-                started.set()
-                await asyncio.sleep(5)
-        finally:
-            limit.close()
-
-    task = asyncio.ensure_future(guarded())
+    task = asyncio.ensure_future(_guarded(_in(5), started))
     await started.wait()
     task.cancel()  # e.g. the client left
     with pytest.raises(asyncio.CancelledError):
@@ -65,17 +65,7 @@ async def test_a_cancellation_from_elsewhere_stays_a_cancellation() -> None:
 async def test_a_cancellation_racing_the_deadline_is_not_swallowed() -> None:
     started = asyncio.Event()
     when = _in(0.05)
-
-    async def guarded() -> None:
-        limit = Deadline(when)
-        try:
-            with limit:
-                started.set()
-                await asyncio.sleep(5)
-        finally:
-            limit.close()
-
-    task = asyncio.ensure_future(guarded())
+    task = asyncio.ensure_future(_guarded(when, started))
     await started.wait()
     asyncio.get_running_loop().call_at(when, task.cancel)  # due in the same loop pass
     with pytest.raises(asyncio.CancelledError):

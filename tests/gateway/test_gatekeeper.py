@@ -41,16 +41,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, fake: FakeUpstream) -> Iter
             ("capped", fake.base_url, {"limits": {"rpm": 2}}),
             ("dead", "http://127.0.0.1:9/v1", {}),
         ):
-            resp = srv.http.post(
-                "/api/endpoints",
-                json={
-                    "name": name,
-                    "provider": "openai",
-                    "model": "m",
-                    "options": {"base_url": base_url, **options},
-                },
-            )
-            assert resp.status_code == 201, resp.text
+            srv.add_external(name, base_url, **options)
         yield srv
     finally:
         srv.close()
