@@ -30,7 +30,7 @@ from starlette.types import Message, Receive, Scope, Send
 from modelplane.api.errors import error_response
 from modelplane.api.middleware import declares_too_much, request_id, too_large
 from modelplane.errors import ModelplaneError, PermissionDenied
-from modelplane.gateway.proxy import Inbound, peek
+from modelplane.gateway.inbound import Inbound, peek
 from modelplane.providers.base import Kind, Reply
 from modelplane.telemetry.logging import request_id_var
 

@@ -37,6 +37,7 @@ from modelplane.coord import Counters, Slot
 from modelplane.errors import BudgetExceeded, ModelplaneError, RateLimited
 from modelplane.gateway.budgets import BudgetRule, Spend
 from modelplane.gateway.governance import Permit
+from modelplane.gateway.inbound import Inbound
 from modelplane.gateway.limits import (
     NO_LIMITS,
     Grant,
@@ -45,7 +46,6 @@ from modelplane.gateway.limits import (
     RateLimits,
     estimate_tokens,
 )
-from modelplane.gateway.proxy import Inbound
 from modelplane.gateway.routes import ResolvedRoute
 from modelplane.gateway.usage import (
     Outcome,

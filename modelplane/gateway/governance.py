@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from modelplane.providers.base import Reply
 
 if TYPE_CHECKING:
-    from modelplane.gateway.proxy import Inbound
+    from modelplane.gateway.inbound import Inbound
     from modelplane.gateway.routes import ResolvedRoute
 
 

@@ -1,11 +1,11 @@
-"""``gateway.proxy.peek``: what the gateway reads from a body it forwards untouched."""
+"""``gateway.inbound.peek``: what the gateway reads from a body it forwards untouched."""
 
 from __future__ import annotations
 
 import pytest
 
 from modelplane.errors import InvalidRequest
-from modelplane.gateway.proxy import peek
+from modelplane.gateway.inbound import peek
 
 
 def test_model_stream_and_the_body_are_read() -> None:
