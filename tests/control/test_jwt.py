@@ -10,7 +10,7 @@ import json
 import math
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +27,7 @@ from modelplane.control.jwt import JwtAuth, JwtSettings, looks_like_jwt
 from modelplane.control.keys import mint
 from modelplane.errors import AuthenticationError, ModelplaneError
 from modelplane.store.records import Account
+from tests.helpers import until
 
 ISSUER = "https://idp.example.test"
 AUDIENCE = "modelplane"
@@ -136,15 +137,6 @@ async def idp(keys: dict[str, Key]) -> AsyncIterator[JwksServer]:
     await web.SockSite(runner, sock).start()
     yield server
     await runner.cleanup()
-
-
-async def until(check: Callable[[], bool], what: str, limit_s: float = 10.0) -> None:
-    """Wait for a condition the background refresh brings about, with a deadline."""
-    deadline = time.monotonic() + limit_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def verifies(a: JwtAuth, token: str) -> bool:

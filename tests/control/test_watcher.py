@@ -4,7 +4,7 @@ current with writes made through any process."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,20 +16,10 @@ from modelplane.control.teams import TeamService
 from modelplane.control.watcher import Watcher
 from modelplane.identity import Caller
 from modelplane.store.db import Database
+from tests.helpers import until
 
 ADMIN = Caller("key:test", "admin")
 MASTER = "test master secret"
-
-
-async def until(check: Callable[[], object], what: str) -> None:
-    try:
-        async with asyncio.timeout(10):
-            while True:
-                if check():
-                    return
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 class Broken:

@@ -4,8 +4,7 @@ upstreams (tests/gateway/fakes.py) whose ``GET /v1/models`` a test breaks and me
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +19,7 @@ from modelplane.providers.base import Provider, Target
 from modelplane.runtimes.base import ReplicaStatus
 from modelplane.store.records import Endpoint
 from tests.gateway.fakes import FakeUpstream
-from tests.helpers import Server, eventually
+from tests.helpers import Server, eventually, until
 from tests.telemetry.prom import scrape, value
 
 KEY = "sk-health-test-5f0c8a1e9b7d4c2a"
@@ -81,17 +80,6 @@ class Stub:
 def endpoint(options: dict[str, Any], ep_id: str = "1") -> Endpoint:
     now = datetime.now(UTC)
     return Endpoint(ep_id, "up", "", "openai", "m", 0, options, 1, now, now)
-
-
-async def until(check: Callable[[], object], what: str) -> None:
-    try:
-        async with asyncio.timeout(10):
-            while True:
-                if check():
-                    return
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 async def test_checker_follows_the_endpoints_and_flips_the_replica() -> None:
