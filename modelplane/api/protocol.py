@@ -32,8 +32,8 @@ from typing import Any
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from modelplane.api.fastpath import KINDS, FastPath, error_parts, header_dict, mint_request_id
-from modelplane.api.middleware import too_large
+from modelplane.api.fastpath import KINDS, FastPath, error_parts, header_dict
+from modelplane.api.middleware import declares_too_much, mint_request_id, too_large
 from modelplane.telemetry.logging import request_id_var
 
 RAW_PATHS = {path.encode(): path for path in KINDS}
@@ -101,11 +101,7 @@ class Exchange:
         self.path = path
         self.keep_alive = keep_alive
         self.headers = protocol.headers
-        self.too_large = False
-        for name, value in self.headers:
-            if name == b"content-length":
-                self.too_large = value.isdigit() and int(value) > fast.limit
-                break
+        self.too_large = declares_too_much(self.headers, fast.limit)
         self.body = bytearray()
         self.more_body = True
         self.disconnected = self.response_complete = False
@@ -142,7 +138,7 @@ class Exchange:
 
     async def _run(self) -> None:
         headers = header_dict(self.headers)
-        rid = mint_request_id(headers)
+        rid = mint_request_id(headers.get("x-request-id") or headers.get("x-correlation-id"))
         token = request_id_var.set(rid)
         try:
             if self.too_large:
