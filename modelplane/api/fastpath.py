@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 from starlette.types import Message, Receive, Scope, Send
 
 from modelplane.api.errors import error_response
-from modelplane.api.middleware import declares_too_much, request_id, too_large
+from modelplane.api.middleware import length_over, request_id, too_large
 from modelplane.errors import ModelplaneError, PermissionDenied
 from modelplane.gateway.inbound import Inbound, peek
 from modelplane.providers.base import Kind, Reply
@@ -121,12 +121,12 @@ class FastPath:
                 err.extra_headers = {**err.extra_headers, "allow": "POST"}
                 await out.answer(*error_parts(err, path, rid))
                 return
-            if declares_too_much(scope["headers"], self.limit):
+            headers = header_dict(scope["headers"])
+            if length_over(headers.get("content-length"), self.limit):
                 await out.answer(*error_parts(too_large(self.limit), path, rid))
                 return
             watch = _Watch(receive, out, self.limit)
             try:
-                headers = header_dict(scope["headers"])
                 await self.exchange(kind, path, rid, headers, watch.body, out)
             finally:
                 watch.stop()

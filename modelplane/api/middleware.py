@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -39,15 +39,22 @@ class RequestIdMiddleware:
 
 
 def request_id(scope: Scope) -> str:
-    """The request's ``x-request-id`` (or ``x-correlation-id``), else a new one; kept
-    in ``scope["state"]``."""
-    given = None
+    """The request's ``x-request-id`` (or, without one, its ``x-correlation-id``), else a
+    new one; kept in ``scope["state"]``."""
+    given = correlation = None
     for name, value in scope["headers"]:
-        if name in (b"x-request-id", b"x-correlation-id"):
+        if name == b"x-request-id":
             given = value.decode("latin-1")
             break
-    rid = scope.setdefault("state", {})["request_id"] = mint_request_id(given)
+        if name == b"x-correlation-id" and correlation is None:
+            correlation = value.decode("latin-1")
+    rid = scope.setdefault("state", {})["request_id"] = mint_request_id(given or correlation)
     return rid
+
+
+def given_request_id(headers: Mapping[str, str]) -> str | None:
+    """``request_id``'s choice among headers already in a dict."""
+    return headers.get("x-request-id") or headers.get("x-correlation-id")
 
 
 def mint_request_id(given: str | None) -> str:
@@ -65,8 +72,18 @@ def declares_too_much(headers: Iterable[tuple[bytes, bytes]], limit: int) -> boo
     """Whether a request's ``content-length`` (in its raw headers) is over ``limit``."""
     for name, value in headers:
         if name == b"content-length":
-            return value.isdigit() and int(value) > limit
+            return length_over(value.decode("latin-1"), limit)
     return False
+
+
+def length_over(content_length: str | None, limit: int) -> bool:
+    """Whether a ``content-length`` value is over ``limit`` (not a number: no)."""
+    return (
+        content_length is not None
+        and content_length.isascii()
+        and content_length.isdigit()
+        and int(content_length) > limit
+    )
 
 
 class BodyLimitMiddleware:

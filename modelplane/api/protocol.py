@@ -33,7 +33,7 @@ from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from modelplane.api.fastpath import KINDS, FastPath, error_parts, header_dict
-from modelplane.api.middleware import declares_too_much, mint_request_id, too_large
+from modelplane.api.middleware import given_request_id, length_over, mint_request_id, too_large
 from modelplane.telemetry.logging import request_id_var
 
 RAW_PATHS = {path.encode(): path for path in KINDS}
@@ -100,8 +100,8 @@ class Exchange:
         self.fast = fast
         self.path = path
         self.keep_alive = keep_alive
-        self.headers = protocol.headers
-        self.too_large = declares_too_much(self.headers, fast.limit)
+        self.headers = headers = header_dict(protocol.headers)
+        self.too_large = length_over(headers.get("content-length"), fast.limit)
         self.body = bytearray()
         self.more_body = True
         self.disconnected = self.response_complete = False
@@ -137,8 +137,8 @@ class Exchange:
         task.add_done_callback(tasks.discard)
 
     async def _run(self) -> None:
-        headers = header_dict(self.headers)
-        rid = mint_request_id(headers.get("x-request-id") or headers.get("x-correlation-id"))
+        headers = self.headers
+        rid = mint_request_id(given_request_id(headers))
         token = request_id_var.set(rid)
         try:
             if self.too_large:

@@ -8,8 +8,9 @@ batches, under ids chosen by the writer, so a batch retried after an unclear fai
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -138,22 +139,9 @@ def _utc(at: datetime) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
-_USAGE_COLUMNS = (
-    "id",
-    "at",
-    "request_id",
-    "key_id",
-    "team_id",
-    "route",
-    "endpoint",
-    "status",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost_usd",
-    "latency_ms",
-    "cached",
-    "estimated",
-)
+_USAGE_COLUMNS = tuple(f.name for f in fields(Usage))
+"""The usage table's columns, in ``Usage``'s field order, which its rows follow too."""
+_usage_values = operator.attrgetter(*_USAGE_COLUMNS)
 _INSERT = (
     f"INSERT INTO usage ({', '.join(_USAGE_COLUMNS)}) VALUES ({{}}) ON CONFLICT (id) DO NOTHING"
 )
@@ -164,6 +152,19 @@ _INSERT_SQLITE = _INSERT.format(", ".join("?" * len(_USAGE_COLUMNS)))
 def _sqlite_time(at: datetime) -> str:
     """UTC as SQLAlchemy stores a ``DateTime`` in SQLite, so that it reads it back."""
     return _utc(at).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+_AT, _REQUEST_ID, _ROUTE = (_USAGE_COLUMNS.index(c) for c in ("at", "request_id", "route"))
+
+
+def _row(r: Usage, postgres: bool) -> tuple[Any, ...]:
+    """One record as the driver inserts it: its time as the dialect stores it, and the
+    two free-text columns cut to their width."""
+    values = list(_usage_values(r))
+    values[_AT] = _utc(r.at) if postgres else _sqlite_time(r.at)
+    values[_REQUEST_ID] = r.request_id[:128]
+    values[_ROUTE] = r.route[:200]
+    return tuple(values)
 
 
 WRITE_CHUNK = 50
@@ -193,25 +194,7 @@ class UsageRepo:
         async with self.db.session() as s:
             conn = await s.connection()
             for start in range(0, len(records), WRITE_CHUNK):
-                rows = [
-                    (
-                        r.id,
-                        _utc(r.at) if postgres else _sqlite_time(r.at),
-                        r.request_id[:128],
-                        r.key_id,
-                        r.team_id,
-                        r.route[:200],
-                        r.endpoint,
-                        r.status,
-                        r.prompt_tokens,
-                        r.completion_tokens,
-                        r.cost_usd,
-                        r.latency_ms,
-                        r.cached,
-                        r.estimated,
-                    )
-                    for r in records[start : start + WRITE_CHUNK]
-                ]
+                rows = [_row(r, postgres) for r in records[start : start + WRITE_CHUNK]]
                 await conn.exec_driver_sql(insert, rows)
 
     async def cost_since(self, scope: str, subject: str, since: datetime) -> float:
@@ -293,21 +276,6 @@ class UsageRepo:
         async with self.db.session() as s:
             rows = (await s.scalars(select(UsageRow).order_by(UsageRow.at))).all()
             return [
-                Usage(
-                    r.id,
-                    _aware(r.at) or _now(),
-                    r.request_id,
-                    r.key_id,
-                    r.team_id,
-                    r.route,
-                    r.endpoint,
-                    r.status,
-                    r.prompt_tokens,
-                    r.completion_tokens,
-                    r.cost_usd,
-                    r.latency_ms,
-                    r.cached,
-                    r.estimated,
-                )
+                Usage(**{c: getattr(r, c) for c in _USAGE_COLUMNS} | {"at": _aware(r.at) or _now()})
                 for r in rows
             ]

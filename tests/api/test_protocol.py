@@ -50,9 +50,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, fake: FakeUpstream) -> Iter
 
 @pytest.fixture(autouse=True)
 def _reset(fake: FakeUpstream) -> Iterator[None]:
-    fake.reset()
-    yield
-    fake.gate.set()
+    yield from fake.each_test()
 
 
 def body(words: str = "hi", **extra: Any) -> bytes:

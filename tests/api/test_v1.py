@@ -212,6 +212,11 @@ def test_every_response_carries_a_request_id(shared_server: Server) -> None:
     for status, resp in errors.items():
         assert resp.status_code == status and resp.headers["x-request-id"], status
     assert errors[400].headers["x-request-id"] == "rq-2"
+    # With both headers, x-request-id wins wherever it comes, on every kind of route.
+    both = {"x-correlation-id": "corr-1", "x-request-id": "rq-3"}
+    listed = shared_server.http.get("/v1/models", headers=both)
+    posted = shared_server.http.post(url, content=b"{", headers=both)
+    assert listed.headers["x-request-id"] == posted.headers["x-request-id"] == "rq-3"
 
 
 def test_json_object_response_format_gives_json(shared_server: Server) -> None:

@@ -21,6 +21,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
@@ -150,6 +151,13 @@ class FakeUpstream:
         self.models = "ok"
         self.model_checks.clear()
         self.gate.clear()
+
+    def each_test(self) -> Iterator[None]:
+        """For an autouse fixture: a clean slate before each test, and no request left
+        waiting on the gate after it (``yield from fake.each_test()``)."""
+        self.reset()
+        yield
+        self.gate.set()
 
     async def _models(self, request: web.Request) -> web.Response:
         headers = {k.lower(): v for k, v in request.headers.items()}

@@ -49,9 +49,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, fake: FakeUpstream) -> Iter
 
 @pytest.fixture(autouse=True)
 def _reset(fake: FakeUpstream) -> Iterator[None]:
-    fake.reset()
-    yield
-    fake.gate.set()
+    yield from fake.each_test()
 
 
 def sdk(server: Server, key: Key) -> openai.OpenAI:
