@@ -20,14 +20,24 @@ the default log level, INFO, with its summary line per request; every other vari
 logs at WARNING); ``both`` is ``off,on``. Their throughput and CPU per request are
 compared at the end.
 
-Pinning: the gateway on core 0; the mock and the load generator together on core 1.
-The load generator is ``wrk`` (C, one thread, a Lua script for the POST body) where it
-is installed, else an aiohttp client in this process. Each connection sends its next
-request as soon as the answer is in (closed loop), or, with ``--rate``, after a pause
-that caps the total rate. Latency: submission to the last byte of the answer (the whole
-stream when streaming). Medians of ``--reps``; the added latency is the median of each
-rep's gateway minus direct. CPU µs/req: the gateway's user + system time per request,
-read from /proc (steadier than requests/s when other work shares the core).
+``--reference`` adds proxies that do far less than the gateway, each in front of the same
+mock, pinned like the gateway and measured in the same rotation: ``haproxy`` and
+``nginx`` (compiled reverse proxies with keep-alive pools to the mock, one thread or
+worker each; used if installed) and ``relay`` (``bench/relay.py``: a Python TCP relay on
+uvloop, no HTTP parsing: the least any Python proxy adds). None of them checks an API
+key. The gateway's added latency is then also given as a multiple of each one's, which,
+unlike an absolute figure, carries over between machines: wake-ups of an idle core, for
+one, cost a different amount on every host.
+
+Pinning: the gateway (and each reference) on core 0; the mock and the load generator
+together on core 1. The load generator is ``wrk`` (C, one thread, a Lua script for the
+POST body) where it is installed, else an aiohttp client in this process. Each
+connection sends its next request as soon as the answer is in (closed loop), or, with
+``--rate``, after a pause that caps the total rate. Latency: submission to the last byte
+of the answer (the whole stream when streaming). Medians of ``--reps``; the added
+latency is the median of each rep's gateway minus direct. CPU µs/req: the gateway's user
++ system time per request, read from /proc (steadier than requests/s when other work
+shares the core).
 
 Run: ``.venv/bin/python bench/gateway.py`` (``--help`` for options)
 """
@@ -37,7 +47,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
+import math
 import os
 import random
 import shutil
@@ -50,7 +62,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +112,70 @@ VARIANTS: dict[str, dict[str, str]] = {
     "ungoverned": {"MODELPLANE_GOVERNANCE_ENABLED": "false", "MODELPLANE_METRICS_ENABLED": "false"},
 }
 """The gateway's settings per ``--observability`` variant (``{mock}``: the mock's URL)."""
+
+HAPROXY = """global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  option http-keep-alive
+  http-reuse always
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend bench
+  bind 127.0.0.1:{port}
+  default_backend mock
+backend mock
+  server mock {upstream}
+"""
+NGINX = """daemon off;
+master_process off;
+worker_processes 1;
+pid {home}/nginx.pid;
+error_log {home}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {home}/body;
+  proxy_temp_path {home}/proxy;
+  fastcgi_temp_path {home}/fastcgi;
+  uwsgi_temp_path {home}/uwsgi;
+  scgi_temp_path {home}/scgi;
+  upstream mock {{ server {upstream}; keepalive 256; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }}
+  }}
+}}
+"""
+
+
+def reference(name: str, home: Path, direct: str) -> tuple[list[str], str] | None:
+    """The command and URL of one ``--reference`` proxy in front of the mock (None: not
+    installed)."""
+    port = free_port()
+    upstream = direct.removeprefix("http://")
+    if name == "relay":
+        relay = [sys.executable, str(HERE / "relay.py"), "--upstream", upstream]
+        return [*relay, "--port", str(port)], f"http://127.0.0.1:{port}"
+    binary = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
+    if binary is None:
+        return None
+    home.mkdir()
+    config = home / f"{name}.conf"
+    template = HAPROXY if name == "haproxy" else NGINX
+    config.write_text(template.format(port=port, upstream=upstream, home=home))
+    cmd = [binary, "-f", str(config), "-db"] if name == "haproxy" else [binary, "-c", str(config)]
+    return cmd, f"http://127.0.0.1:{port}"
+
+
+REFERENCES = ("haproxy", "nginx", "relay")
 
 
 def body(stream: bool) -> bytes:
@@ -224,6 +300,10 @@ def wait_until(check: Callable[[], bool], what: str, proc: subprocess.Popen[byte
     raise TimeoutError(f"{what}: not within 60 s")
 
 
+def answers(url: str) -> bool:
+    return call(url)[0] == 200
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -261,7 +341,9 @@ def register(gw: str, direct: str, server: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def servers(home: Path, variants: list[str]) -> Iterator[tuple[str, dict[str, tuple[str, int]]]]:
+def servers(
+    home: Path, variants: list[str], references: Sequence[str] = ()
+) -> Iterator[tuple[str, dict[str, tuple[str, int]]]]:
     """The mock (core 1) and one gateway per variant (all on core 0, each with its own
     home) in front of it: the direct URL, and each variant's gateway URL and pid."""
     port = free_port()
@@ -278,6 +360,15 @@ def servers(home: Path, variants: list[str]) -> Iterator[tuple[str, dict[str, tu
             server = stack.enter_context(process(cmd, GATEWAY_CPU, log, env=env))
             register(url, direct, server)
             gateways[variant] = (url, server.pid)
+        for name in references:
+            found = reference(name, home / f"ref-{name}", direct)
+            if found is None:
+                print(f"--reference {name}: not installed; left out", file=sys.stderr)
+                continue
+            cmd, url = found
+            proxy = stack.enter_context(process(cmd, GATEWAY_CPU, home / f"{name}.log"))
+            wait_until(functools.partial(answers, url + "/v1/models"), name, proxy)
+            gateways[name] = (url, proxy.pid)
         yield direct, gateways
 
 
@@ -340,9 +431,10 @@ def report(cells: list[Cell], baseline: str = "off", rate: float = 0) -> list[di
         row["reps"] = [(p.rps, p.cpu_us) for p in g]  # in rep order, for paired comparisons
         rows.append(row)
         print(ROW.format(**row))
-    compare(rows, baseline)
+    compare([r for r in rows if r["variant"] in VARIANTS], baseline)
+    against_references(rows)
     print()
-    for variant in dict.fromkeys(r["variant"] for r in rows):
+    for variant in dict.fromkeys(r["variant"] for r in rows if r["variant"] in VARIANTS):
         mine = (r for r in rows if r["variant"] == variant)
         plain = {r["concurrency"]: r for r in mine if r["mode"] == "non-stream"}
         if 16 in plain:
@@ -359,6 +451,33 @@ def report(cells: list[Cell], baseline: str = "off", rate: float = 0) -> list[di
                 f"{best:,.0f} ({'met' if best >= 2500 else 'MISSED'})"
             )
     return rows
+
+
+def against_references(rows: list[dict[str, Any]]) -> None:
+    """Each gateway variant's added latency as a multiple of each reference proxy's, cell
+    by cell (``--reference``)."""
+    refs = [r for r in rows if r["variant"] not in VARIANTS]
+    if not refs:
+        return
+    print("\n| variant | mode | concurrency | reference | reference added p50 / p99 ms ", end="")
+    print("| variant added p50 / p99 ms | times the reference's p50 / p99 |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        if r["variant"] not in VARIANTS:
+            continue
+        for ref in refs:
+            if (ref["mode"], ref["concurrency"]) != (r["mode"], r["concurrency"]):
+                continue
+            ratios = [
+                r[k] / ref[k] if ref[k] > 0 else math.inf for k in ("added_p50_ms", "added_p99_ms")
+            ]
+            r.setdefault("vs_reference", {})[ref["variant"]] = ratios
+            print(
+                f"| {r['variant']} | {r['mode']} | {r['concurrency']} | {ref['variant']} | "
+                f"{ref['added_p50_ms']:+.2f} / {ref['added_p99_ms']:+.2f} | "
+                f"{r['added_p50_ms']:+.2f} / {r['added_p99_ms']:+.2f} | "
+                f"{ratios[0]:.1f}x / {ratios[1]:.1f}x |"
+            )
 
 
 def compare(rows: list[dict[str, Any]], baseline: str = "off") -> None:
@@ -428,6 +547,12 @@ def main() -> None:
         "limits, budgets or usage records); both = off,on [default: metrics]",
     )
     parser.add_argument(
+        "--reference",
+        default="",
+        help="reference proxies measured beside the gateway, comma-separated: "
+        f"{', '.join(REFERENCES)} (all: every one installed) [default: none]",
+    )
+    parser.add_argument(
         "--baseline", default="off", help="the variant others are compared with [default: off]"
     )
     args = parser.parse_args()
@@ -435,6 +560,10 @@ def main() -> None:
     args.variants = [v.strip() for v in variants.split(",")]
     if unknown := set(args.variants) - set(VARIANTS):
         parser.error(f"unknown --observability variant(s): {', '.join(sorted(unknown))}")
+    wanted = ",".join(REFERENCES) if args.reference == "all" else args.reference
+    args.references = [r.strip() for r in wanted.split(",") if r.strip()]
+    if unknown := set(args.references) - set(REFERENCES):
+        parser.error(f"unknown --reference proxy(s): {', '.join(sorted(unknown))}")
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.modes = (False,) if args.no_stream else (False, True)
     if (os.cpu_count() or 1) < 2:
@@ -442,7 +571,7 @@ def main() -> None:
     os.sched_setaffinity(0, {LOAD_CPU})  # inherited by the mock and wrk; the gateway moves
     with (
         tempfile.TemporaryDirectory(prefix="mp-bench-gw-") as tmp,
-        servers(Path(tmp), args.variants) as (direct, gateways),
+        servers(Path(tmp), args.variants, args.references) as (direct, gateways),
     ):
         use_wrk = shutil.which("wrk") is not None and not args.python_load
         load = wrk_load(Path(tmp), args.rate) if use_wrk else python_load(args.rate)
@@ -454,11 +583,13 @@ def main() -> None:
             f"{m} {'loaded' if f'/{m}/' in maps else 'NOT loaded'}" for m in ("uvloop", "httptools")
         )
         gen = "wrk, 1 thread" if use_wrk else "aiohttp in the benchmark's process"
+        others = [name for name in gateways if name not in VARIANTS]
+        refs = f", reference proxies ({', '.join(others)}) there too" if others else ""
         pace = f", rate capped at {args.rate:g} requests/s" if args.rate else ", closed loop"
         print(
-            f"`modelplane serve` ({', '.join(gateways)}) on core {GATEWAY_CPU} ({libs}); mock "
-            f"upstream and load generator ({gen}{pace}) on core {LOAD_CPU}; {args.duration} s "
-            f"per run after {args.warmup} s of warm-up, median of {args.reps}\n"
+            f"`modelplane serve` ({', '.join(args.variants)}) on core {GATEWAY_CPU} ({libs})"
+            f"{refs}; mock upstream and load generator ({gen}{pace}) on core {LOAD_CPU}; "
+            f"{args.duration} s per run after {args.warmup} s of warm-up, median of {args.reps}\n"
         )
         cells = measure(args, load, direct, gateways)
     rows = report(cells, args.baseline, args.rate)

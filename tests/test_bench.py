@@ -1,5 +1,6 @@
 """The gateway benchmark runs end to end (so that ``bench/gateway.py`` cannot rot): one
-short rep of each side, through a real ``modelplane serve`` in front of the mock."""
+short rep of each side, through a real ``modelplane serve`` in front of the mock, and
+through the Python relay that serves as a reference."""
 
 from __future__ import annotations
 
@@ -23,13 +24,18 @@ def test_the_gateway_benchmark_prints_its_table_and_targets(tmp_path: Path) -> N
         "--python-load",
         "--observability=ungoverned,metrics",
         "--baseline=ungoverned",
+        "--reference=relay",
         f"--json={out}",
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     rows = [line for line in lines if line.startswith(("| ungoverned |", "| metrics |"))]
-    assert len(rows) == 3  # one row per variant, and the comparison row
+    # One row per variant, the comparison row, and each variant against the relay.
+    assert len(rows) == 5
+    assert sum(line.startswith("| relay | non-stream | 16 |") for line in lines) == 1
     for variant in ("ungoverned", "metrics"):
         assert any(line.startswith(f"{variant}: targets, non-streaming") for line in lines)
-    assert '"gateway_rps"' in out.read_text()
+        assert any(line.startswith(f"| {variant} | non-stream | 16 | relay |") for line in lines)
+    assert not any(line.startswith("relay: targets") for line in lines)
+    assert '"gateway_rps"' in out.read_text() and '"vs_reference"' in out.read_text()

@@ -52,7 +52,6 @@ from modelplane.gateway.usage import (
     Tap,
     UsageRecorder,
     answer_text_tokens,
-    parse_usage,
     stream_status,
 )
 from modelplane.providers.base import Reply
@@ -144,6 +143,21 @@ class Ticket:
         self.keeper.hand_over(outcome)
 
 
+def settle_at_once(outcome: Outcome, grant: Grant) -> bool:
+    """Whether replacing a request's token estimate by what it used can change whether
+    the next request fits, so that it must not wait for the next batch: when one of its
+    token counters is in the last quarter of its limit, or when it used more than its
+    estimate by more than the counters' slack (or its answer does not say what it used)."""
+    if not grant.token_keys:
+        return False
+    if grant.slack < 0:
+        return True
+    if outcome.failed:
+        return False  # its whole estimate comes back: only near the limit does it matter
+    used = outcome.used()
+    return used is None or used[0] + used[1] - grant.tokens > grant.slack
+
+
 class Gatekeeper:
     def __init__(
         self,
@@ -219,8 +233,10 @@ class Gatekeeper:
         # requests: settle those as soon as the recorder runs (outcomes that arrive
         # meanwhile join the batch); the others can wait a little to be settled together.
         grant = ticket.grant
-        urgent = bool(grant.slots or grant.token_keys) or self.spend.tracks(
-            ticket.key_id, ticket.team_id
+        urgent = (
+            bool(grant.slots)
+            or settle_at_once(outcome, grant)
+            or self.spend.tracks(ticket.key_id, ticket.team_id)
         )
         if self.recorder.submit(outcome, urgent=urgent):
             return
@@ -295,12 +311,9 @@ class Gatekeeper:
         estimated = False
         status = outcome.status
         if not outcome.failed:
-            used = None
+            used = outcome.used()
             if outcome.tail is not None:
-                used = parse_usage(outcome.tail)
                 status = stream_status(outcome.tail, left=outcome.left)
-            elif outcome.body is not None:
-                used = parse_usage(outcome.body)
             if used is None:
                 estimated = True
                 prompt = max(1, t.body_len // 4)

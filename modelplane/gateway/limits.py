@@ -124,6 +124,10 @@ class Grant:
     tokens: int = 0
     token_keys: list[str] = field(default_factory=list)
     slots: list[Slot] = field(default_factory=list)
+    slack: float = math.inf
+    """Tokens the request may use beyond its estimate before one of its token counters
+    is in the last quarter of its limit (negative: one already is). Within the slack, a
+    late correction of the estimate cannot change whether the next request fits."""
 
 
 NO_LIMITS = Grant()
@@ -168,6 +172,8 @@ class Limiter:
                 tightest = requests if kind == "requests" else token_room
                 if got.allowed:
                     tightest.offer(limit, got)
+                    if kind == "tokens":
+                        grant.slack = min(grant.slack, limit - got.count - limit / 4)
                 else:
                     tightest.refuse(limit, got)
                     refused = refused or self._refused(rule, kind, limit, got)

@@ -33,7 +33,7 @@ import logging
 import re
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from modelplane.store.governance import UsageRepo
@@ -50,6 +50,10 @@ _DONE = re.compile(rb"data: ?\[DONE\]\s*\Z")
 _TEXT = (b'"content":"', b'"content": "', b'"text":"', b'"text": "')
 _EMPTY = (b'"content":""', b'"content": ""', b'"text":""', b'"text": ""')
 _decoder = json.JSONDecoder()
+_COMMON = re.compile(
+    rb'\s*:\s*\{\s*"prompt_tokens"\s*:\s*(\d{1,12})\s*,\s*"completion_tokens"\s*:\s*(\d{1,12})\s*[,}]'
+)
+"""``"usage"``'s value as OpenAI-compatible servers write it, prompt tokens first."""
 
 
 def parse_usage(data: bytes) -> tuple[int, int] | None:
@@ -63,6 +67,9 @@ def parse_usage(data: bytes) -> tuple[int, int] | None:
         end = at
         if at and data[at - 1] == 0x5C:  # \"usage\": inside a JSON string
             continue
+        common = _COMMON.match(data, at + len(_USAGE))
+        if common is not None:  # OpenAI's own shape: no JSON decoding needed
+            return int(common[1]), int(common[2])
         colon = data.find(b":", at + len(_USAGE))
         if colon < 0:
             continue
@@ -136,6 +143,17 @@ class Outcome:
     """Nothing was answered (refused, or an error before an answer)."""
     left: bool = False
     """The client went away before the stream ended."""
+    _used: tuple[int, int] | None = field(default=None, init=False, repr=False)
+    _parsed: bool = field(default=False, init=False, repr=False)
+
+    def used(self) -> tuple[int, int] | None:
+        """``(prompt_tokens, completion_tokens)`` from the answer's ``usage`` (None: it
+        has none), parsed once."""
+        if not self._parsed:
+            data = self.body if self.tail is None else self.tail
+            self._used = parse_usage(data) if data is not None and not self.failed else None
+            self._parsed = True
+        return self._used
 
 
 class _Finisher(Protocol):
@@ -221,8 +239,9 @@ class UsageRecorder:
 
     The task is not woken for every outcome: the first one queued arms a timer of
     ``settle_delay_s`` and the outcomes that arrive meanwhile are settled together. An
-    outcome submitted ``urgent`` (it holds a concurrency slot or a token estimate, or
-    its cost counts against a budget: what limits the next requests) wakes it at once;
+    outcome submitted ``urgent`` (it holds a concurrency slot, its cost counts against a
+    budget, or correcting its token estimate can change whether the next request fits:
+    what limits the next requests) wakes it at once;
     under load, outcomes that arrive while it settles one batch still form the next
     one, so token corrections of many requests take one Redis round trip."""
 

@@ -1,22 +1,28 @@
 """The limiter on both coordination backends (memory and the real Redis): the tightest
-rule decides, a refusal counts nothing, settling replaces estimates and frees slots."""
+rule decides, a refusal counts nothing, settling replaces estimates and frees slots, and
+a token estimate is corrected at once wherever a late correction could change whether
+the next request fits."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from modelplane.coord import Coord
 from modelplane.errors import RateLimited
+from modelplane.gateway.gatekeeper import settle_at_once
 from modelplane.gateway.limits import (
     MINUTE,
+    Grant,
     Limiter,
     LimitRule,
     RateLimits,
     duration,
     estimate_tokens,
 )
+from modelplane.gateway.usage import Outcome
 from tests.coord.helpers import Backend
 
 
@@ -97,3 +103,42 @@ async def test_limits_fail_open_when_the_backend_is_down(
         assert "not enforced" in caplog.text
     finally:
         await down.close()
+
+
+async def test_a_grant_knows_how_far_its_token_counters_are_from_their_last_quarter(
+    coord: Coord,
+) -> None:
+    limiter = Limiter(coord.counters)
+    roomy, small = rule("roomy", tpm=1000), rule("small", tpm=100)
+    assert (await limiter.admit([roomy], 10)).slack == 1000 - 10 - 250
+    # The tighter counter decides; requests-only rules have no say.
+    both = await limiter.admit([roomy, small, rule("rpm-only", rpm=5)], 10)
+    assert both.slack == 100 - 10 - 25
+    # Past three quarters (80 of 100): negative.
+    assert (await limiter.admit([rule("full", tpm=100)], 80)).slack < 0
+    assert (await limiter.admit([rule("rpm-only-2", rpm=5)], 10)).slack == float("inf")
+
+
+def test_a_token_estimate_is_corrected_at_once_only_where_it_can_change_a_decision() -> None:
+    def outcome(prompt: int, completion: int | None, **kw: Any) -> Outcome:
+        usage = (
+            ""
+            if completion is None
+            else f',"usage":{{"prompt_tokens":{prompt},' + (f'"completion_tokens":{completion}}}')
+        )
+        return Outcome(None, 200, 0.0, body=f'{{"id":"x"{usage}}}'.encode(), **kw)
+
+    roomy = Grant(tokens=100, token_keys=["tpm:k"], slack=500)
+    # Used about what it was charged, far from the limit: the next batch will do.
+    assert not settle_at_once(outcome(50, 40), roomy)
+    assert not settle_at_once(outcome(50, 540), roomy)  # 490 over: within the slack
+    assert not settle_at_once(outcome(0, 0, failed=True), roomy)  # gives tokens back
+    # More over than the slack, or nothing said about usage: at once.
+    assert settle_at_once(outcome(50, 560), roomy)
+    assert settle_at_once(outcome(50, None), roomy)
+    # A counter in its last quarter: every correction at once.
+    tight = Grant(tokens=100, token_keys=["tpm:k"], slack=-1)
+    assert settle_at_once(outcome(50, 40), tight)
+    assert settle_at_once(outcome(0, 0, failed=True), tight)
+    # No token limit: nothing to correct.
+    assert not settle_at_once(outcome(50, None), Grant(tokens=100))
