@@ -114,6 +114,9 @@ class KeyService:
         """Live keys by hash: the key, its caller, and why it is refused (its account
         is disabled), if it is."""
         self._rev: tuple[int, ...] = ()
+        self._loading = asyncio.Lock()
+        """One load at a time: a slow load of an older state must never replace a newer
+        one (keys created at once each reload, and a new key would be refused)."""
         self._used: dict[str, datetime] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -130,11 +133,13 @@ class KeyService:
 
     async def reload(self) -> None:
         """Rebuild the cache now (after a write through this process, say)."""
-        await self._load(await revisions(self.db, self.watches))
+        async with self._loading:
+            await self._load(await revisions(self.db, self.watches))
 
     async def refresh(self, revisions: tuple[int, ...]) -> None:
-        if revisions != self._rev:
-            await self._load(revisions)
+        async with self._loading:
+            if revisions != self._rev:
+                await self._load(revisions)
 
     async def _load(self, rev: tuple[int, ...]) -> None:
         keys = await self.repo.all()

@@ -8,6 +8,8 @@ reaches every process's hot path within about a second, with no query per reques
 
 from __future__ import annotations
 
+import asyncio
+
 from modelplane.store.db import Database
 from modelplane.store.repos import revision
 
@@ -18,6 +20,9 @@ class Snapshot:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._rev = -1
+        self._loading = asyncio.Lock()
+        """One load at a time, so that a slow load of an older state can never replace
+        a newer one (two writes through this process reload at once)."""
 
     @property
     def watches(self) -> tuple[str, ...]:
@@ -32,10 +37,17 @@ class Snapshot:
 
     async def reload(self) -> None:
         """Catch up now (after a write through this process, say)."""
-        await self.refresh((await revision(self.db, self.collection),))
+        async with self._loading:
+            await self._catch_up(await revision(self.db, self.collection))
 
     async def refresh(self, revisions: tuple[int, ...]) -> None:
         (rev,) = revisions
+        async with self._loading:
+            await self._catch_up(rev)
+
+    async def _catch_up(self, rev: int) -> None:
+        """Load unless ``rev`` is what was loaded last; the data read is at least as new
+        as ``rev``, as it is read after it."""
         if rev != self._rev:
             await self.load()
             self._rev = rev

@@ -12,6 +12,7 @@ from sqlalchemy import event
 
 from modelplane.config import Settings
 from modelplane.control.secrets import SecretService
+from modelplane.control.snapshot import Snapshot
 from modelplane.control.teams import TeamService
 from modelplane.control.watcher import Watcher
 from modelplane.identity import Caller
@@ -112,3 +113,35 @@ async def test_one_query_a_pass_reads_every_revision(databases: tuple[Database, 
     ran.clear()
     await watcher.poll()
     assert len(ran) == 1 and "FROM revisions" in ran[0]
+
+
+class Slow(Snapshot):
+    """A snapshot whose first load reads the collection, then stalls until released."""
+
+    collection = "teams"
+
+    def __init__(self) -> None:
+        super().__init__(None)  # type: ignore[arg-type]
+        self.source = ["a"]
+        self.held: list[str] = []
+        self.stalled = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def load(self) -> None:
+        read = list(self.source)
+        if not self.stalled.is_set():
+            self.stalled.set()
+            await self.release.wait()
+        self.held = read
+
+
+async def test_a_slow_load_of_an_older_state_never_replaces_a_newer_one() -> None:
+    # Two writes through one process each reload: the first reload's load is slow.
+    snap = Slow()
+    first = asyncio.ensure_future(snap.refresh((1,)))
+    await snap.stalled.wait()
+    snap.source = ["a", "b"]  # the second write
+    second = asyncio.ensure_future(snap.refresh((2,)))  # runs before the first resumes
+    snap.release.set()
+    await asyncio.gather(first, second)
+    assert snap.held == ["a", "b"]
