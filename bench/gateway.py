@@ -49,7 +49,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import math
 import os
 import random
 import shutil
@@ -453,30 +452,39 @@ def report(cells: list[Cell], baseline: str = "off", rate: float = 0) -> list[di
     return rows
 
 
+MEASURABLE_MS = 0.02
+"""A reference's added latency below this is within the noise: no multiple is given."""
+
+
 def against_references(rows: list[dict[str, Any]]) -> None:
-    """Each gateway variant's added latency as a multiple of each reference proxy's, cell
-    by cell (``--reference``)."""
+    """Each gateway variant against each reference proxy, cell by cell (``--reference``):
+    CPU per request, and added latency as a multiple of the reference's where the
+    reference adds a measurable amount (closed loop, it often adds nothing: the load
+    generator and the mock are the bottleneck, not the proxy)."""
     refs = [r for r in rows if r["variant"] not in VARIANTS]
     if not refs:
         return
-    print("\n| variant | mode | concurrency | reference | reference added p50 / p99 ms ", end="")
-    print("| variant added p50 / p99 ms | times the reference's p50 / p99 |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| variant | mode | concurrency | reference | CPU µs/req (reference → this) ", end="")
+    print("| reference added p50 / p99 ms | this added p50 / p99 ms ", end="")
+    print("| multiple of the reference's p50 / p99 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         if r["variant"] not in VARIANTS:
             continue
         for ref in refs:
             if (ref["mode"], ref["concurrency"]) != (r["mode"], r["concurrency"]):
                 continue
-            ratios = [
-                r[k] / ref[k] if ref[k] > 0 else math.inf for k in ("added_p50_ms", "added_p99_ms")
-            ]
-            r.setdefault("vs_reference", {})[ref["variant"]] = ratios
+            keys = ("added_p50_ms", "added_p99_ms")
+            ratios = [r[k] / ref[k] if ref[k] >= MEASURABLE_MS else None for k in keys]
+            cpu = r["gateway_cpu_us"] / ref["gateway_cpu_us"] if ref["gateway_cpu_us"] else None
+            r.setdefault("vs_reference", {})[ref["variant"]] = {"cpu": cpu, "added": ratios}
+            shown = " / ".join("-" if x is None else f"{x:.1f}x" for x in ratios)
             print(
                 f"| {r['variant']} | {r['mode']} | {r['concurrency']} | {ref['variant']} | "
+                f"{ref['gateway_cpu_us']:.0f} → {r['gateway_cpu_us']:.0f} "
+                f"({'-' if cpu is None else f'{cpu:.1f}x'}) | "
                 f"{ref['added_p50_ms']:+.2f} / {ref['added_p99_ms']:+.2f} | "
-                f"{r['added_p50_ms']:+.2f} / {r['added_p99_ms']:+.2f} | "
-                f"{ratios[0]:.1f}x / {ratios[1]:.1f}x |"
+                f"{r['added_p50_ms']:+.2f} / {r['added_p99_ms']:+.2f} | {shown} |"
             )
 
 
