@@ -27,6 +27,7 @@ from pathlib import Path
 
 from modelplane.control.audit import AuditLog
 from modelplane.control.jwt import looks_like_jwt
+from modelplane.control.snapshot import Snapshot
 from modelplane.errors import (
     AuthenticationError,
     Conflict,
@@ -38,7 +39,7 @@ from modelplane.identity import ROLES, SCOPES, Caller, Role, lower_role
 from modelplane.store.accounts import AccountRepo
 from modelplane.store.db import Database
 from modelplane.store.records import Account, ApiKey
-from modelplane.store.repos import KeyRepo, revisions
+from modelplane.store.repos import KeyRepo
 
 log = logging.getLogger(__name__)
 
@@ -99,29 +100,24 @@ def audited(k: ApiKey) -> dict[str, object]:
     return {**view, "team_id": k.team_id, "account_id": k.account_id}
 
 
-class KeyService:
-    watches = ("keys", "accounts")
-    """The collections whose changes rebuild the key cache."""
+class KeyService(Snapshot):
+    """Live keys, rebuilt when keys or accounts change."""
 
     def __init__(self, db: Database, flush_interval_s: float = 1.0) -> None:
+        super().__init__(db)
         self.repo = KeyRepo(db)
         self.accounts = AccountRepo(db)
         self.audit = AuditLog(db)
-        self.db = db
         self.flush_interval_s = flush_interval_s
         """How often the keys' last use is written (no query while none was used)."""
         self._by_hash: dict[str, tuple[ApiKey, Caller, str | None]] = {}
         """Live keys by hash: the key, its caller, and why it is refused (its account
         is disabled), if it is."""
-        self._rev: tuple[int, ...] = ()
-        self._loading = asyncio.Lock()
-        """One load at a time: a slow load of an older state must never replace a newer
-        one (keys created at once each reload, and a new key would be refused)."""
         self._used: dict[str, datetime] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self.reload()
+        await super().start()
         self._task = asyncio.create_task(self._flush_loop(), name="key last use")
 
     async def close(self) -> None:
@@ -131,17 +127,11 @@ class KeyService:
                 await self._task
         await self._flush_used()
 
-    async def reload(self) -> None:
-        """Rebuild the cache now (after a write through this process, say)."""
-        async with self._loading:
-            await self._load(await revisions(self.db, self.watches))
+    @property
+    def watches(self) -> tuple[str, ...]:
+        return ("keys", "accounts")
 
-    async def refresh(self, revisions: tuple[int, ...]) -> None:
-        async with self._loading:
-            if revisions != self._rev:
-                await self._load(revisions)
-
-    async def _load(self, rev: tuple[int, ...]) -> None:
+    async def load(self) -> None:
         keys = await self.repo.all()
         accounts = {a.id: a for a in await self.accounts.all()}
         by_hash: dict[str, tuple[ApiKey, Caller, str | None]] = {}
@@ -157,7 +147,6 @@ class KeyService:
                 )
             by_hash[k.key_hash] = (k, caller_of(k, account), refusal)
         self._by_hash = by_hash
-        self._rev = rev
 
     async def _flush_loop(self) -> None:
         while True:

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import asyncio
 
+from modelplane.store import repos
 from modelplane.store.db import Database
-from modelplane.store.repos import revision
 
 
 class Snapshot:
+    """Subclasses name their ``collection`` (or, reading several, override ``watches``)
+    and implement ``load``."""
+
     collection: str
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._rev = -1
+        self._rev: tuple[int, ...] = ()
         self._loading = asyncio.Lock()
         """One load at a time, so that a slow load of an older state can never replace
         a newer one (two writes through this process reload at once)."""
@@ -38,14 +41,13 @@ class Snapshot:
     async def reload(self) -> None:
         """Catch up now (after a write through this process, say)."""
         async with self._loading:
-            await self._catch_up(await revision(self.db, self.collection))
+            await self._catch_up(await repos.revisions(self.db, self.watches))
 
     async def refresh(self, revisions: tuple[int, ...]) -> None:
-        (rev,) = revisions
         async with self._loading:
-            await self._catch_up(rev)
+            await self._catch_up(revisions)
 
-    async def _catch_up(self, rev: int) -> None:
+    async def _catch_up(self, rev: tuple[int, ...]) -> None:
         """Load unless ``rev`` is what was loaded last; the data read is at least as new
         as ``rev``, as it is read after it."""
         if rev != self._rev:
