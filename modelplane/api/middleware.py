@@ -38,22 +38,23 @@ class RequestIdMiddleware:
             request_id_var.reset(token)
 
 
+_ID_HEADERS = (b"x-request-id", b"x-correlation-id")
+
+
 def request_id(scope: Scope) -> str:
-    """The request's ``x-request-id`` (or, without one, its ``x-correlation-id``), else a
-    new one; kept in ``scope["state"]``."""
-    given = correlation = None
+    """The request's id, as ``given_request_id`` picks it, else a new one; kept in
+    ``scope["state"]``."""
+    given: dict[str, str] = {}
     for name, value in scope["headers"]:
-        if name == b"x-request-id":
-            given = value.decode("latin-1")
-            break
-        if name == b"x-correlation-id" and correlation is None:
-            correlation = value.decode("latin-1")
-    rid = scope.setdefault("state", {})["request_id"] = mint_request_id(given or correlation)
+        if name in _ID_HEADERS:
+            given.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    rid = scope.setdefault("state", {})["request_id"] = mint_request_id(given_request_id(given))
     return rid
 
 
 def given_request_id(headers: Mapping[str, str]) -> str | None:
-    """``request_id``'s choice among headers already in a dict."""
+    """The caller's id for a request (headers by lower-case name, the first of each):
+    its ``x-request-id``, or without one its ``x-correlation-id``."""
     return headers.get("x-request-id") or headers.get("x-correlation-id")
 
 
