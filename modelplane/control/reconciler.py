@@ -19,7 +19,8 @@ from collections.abc import Callable
 from modelplane.runtimes.base import Runtime
 from modelplane.store.db import Database
 from modelplane.store.records import Endpoint
-from modelplane.store.repos import EndpointRepo, revision
+from modelplane.store.repos import EndpointRepo
+from modelplane.store.revisions import revision
 
 log = logging.getLogger(__name__)
 

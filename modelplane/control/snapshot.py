@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 
-from modelplane.store import repos
 from modelplane.store.db import Database
+from modelplane.store.revisions import revisions
 
 
 class Snapshot:
@@ -41,7 +41,7 @@ class Snapshot:
     async def reload(self) -> None:
         """Catch up now (after a write through this process, say)."""
         async with self._loading:
-            await self._catch_up(await repos.revisions(self.db, self.watches))
+            await self._catch_up(await revisions(self.db, self.watches))
 
     async def refresh(self, revisions: tuple[int, ...]) -> None:
         async with self._loading:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from modelplane.store.db import Database
-from modelplane.store.repos import revisions
+from modelplane.store.revisions import revisions
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from modelplane.store.db import Database
+from modelplane.store.db import Database, aware, utc_now
 from modelplane.store.models import AccountRow
 from modelplane.store.records import Account
-from modelplane.store.repos import DuplicateName, _aware, _bump, _now
+from modelplane.store.repos import DuplicateName
+from modelplane.store.revisions import bump
 
 UPDATABLE = frozenset({"role", "email", "disabled"})
 
@@ -25,8 +26,8 @@ def _account(r: AccountRow) -> Account:
         r.email,
         r.team_id,
         r.role,
-        _aware(r.disabled_at),
-        _aware(r.created_at) or _now(),
+        aware(r.disabled_at),
+        aware(r.created_at) or utc_now(),
         r.created_by,
     )
 
@@ -64,14 +65,14 @@ class AccountRepo:
             team_id=team_id,
             role=role,
             disabled_at=None,
-            created_at=_now(),
+            created_at=utc_now(),
             created_by=created_by,
         )
         try:
             async with self.db.session() as s:
                 s.add(row)
                 await s.flush()
-                await _bump(s, "accounts")
+                await bump(s, "accounts")
         except IntegrityError:
             raise DuplicateName(name) from None
         return _account(row)
@@ -92,9 +93,9 @@ class AccountRepo:
                 if "email" in changes:
                     row.email = changes["email"]
                 if "disabled" in changes and changes["disabled"] != (row.disabled_at is not None):
-                    row.disabled_at = _now() if changes["disabled"] else None
+                    row.disabled_at = utc_now() if changes["disabled"] else None
                 await s.flush()
-                await _bump(s, "accounts")
+                await bump(s, "accounts")
                 return _account(row)
         except IntegrityError:
             raise DuplicateName(changes.get("email") or name) from None
@@ -106,5 +107,5 @@ class AccountRepo:
                 return False
             await s.delete(row)
             await s.flush()
-            await _bump(s, "accounts")
+            await bump(s, "accounts")
             return True

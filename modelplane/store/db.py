@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,16 @@ _open: ContextVar[tuple[Database, AsyncSession] | None] = ContextVar(
     "modelplane_transaction", default=None
 )
 """The transaction ``Database.transaction()`` holds open for the current task."""
+
+
+def utc_now() -> datetime:
+    """The time rows are stamped with: everything stored is UTC."""
+    return datetime.now(UTC)
+
+
+def aware(dt: datetime | None) -> datetime | None:
+    """A stored time as UTC: SQLite hands datetimes back without their zone."""
+    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

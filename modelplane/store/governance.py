@@ -16,10 +16,10 @@ from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, case, func, select
 
-from modelplane.store.db import Database
+from modelplane.store.db import Database, aware, utc_now
 from modelplane.store.models import BudgetRow, LimitRow, UsageRow
 from modelplane.store.records import Budget, Usage
-from modelplane.store.repos import _aware, _bump, _now
+from modelplane.store.revisions import bump
 
 GroupBy = Literal["team", "key", "endpoint", "route", "day"]
 GROUPS: tuple[GroupBy, ...] = ("team", "key", "endpoint", "route", "day")
@@ -48,10 +48,10 @@ class LimitRepo:
                     return
                 await s.delete(row)
             elif row is None:
-                s.add(LimitRow(scope=scope, subject=subject, spec=spec, updated_at=_now()))
+                s.add(LimitRow(scope=scope, subject=subject, spec=spec, updated_at=utc_now()))
             else:
-                row.spec, row.updated_at = spec, _now()
-            await _bump(s, "limits")
+                row.spec, row.updated_at = spec, utc_now()
+            await bump(s, "limits")
 
 
 def _budget(r: BudgetRow) -> Budget:
@@ -61,8 +61,8 @@ def _budget(r: BudgetRow) -> Budget:
         r.period,
         r.soft_usd,
         r.hard_usd,
-        _aware(r.created_at) or _now(),
-        _aware(r.updated_at) or _now(),
+        aware(r.created_at) or utc_now(),
+        aware(r.updated_at) or utc_now(),
     )
 
 
@@ -90,7 +90,7 @@ class BudgetRepo:
         hard_usd: float | None,
     ) -> tuple[Budget, bool]:
         """Create or replace; returns the budget and whether it was created."""
-        now = _now()
+        now = utc_now()
         async with self.db.session() as s:
             row = await s.get(BudgetRow, (scope, subject), with_for_update=True)
             created = row is None
@@ -109,7 +109,7 @@ class BudgetRepo:
                 row.period, row.soft_usd, row.hard_usd = period, soft_usd, hard_usd
                 row.updated_at = now
             await s.flush()
-            await _bump(s, "budgets")
+            await bump(s, "budgets")
             return _budget(row), created
 
     async def delete(self, scope: str, subject: str) -> bool:
@@ -118,7 +118,7 @@ class BudgetRepo:
             if row is None:
                 return False
             await s.delete(row)
-            await _bump(s, "budgets")
+            await bump(s, "budgets")
             return True
 
 
@@ -276,6 +276,8 @@ class UsageRepo:
         async with self.db.session() as s:
             rows = (await s.scalars(select(UsageRow).order_by(UsageRow.at))).all()
             return [
-                Usage(**{c: getattr(r, c) for c in _USAGE_COLUMNS} | {"at": _aware(r.at) or _now()})
+                Usage(
+                    **{c: getattr(r, c) for c in _USAGE_COLUMNS} | {"at": aware(r.at) or utc_now()}
+                )
                 for r in rows
             ]

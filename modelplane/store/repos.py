@@ -4,19 +4,17 @@ revision in the same transaction, which is how caches in every process learn of 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from modelplane.store.db import Database
+from modelplane.store.db import Database, aware, utc_now
 from modelplane.store.models import (
     ApiKeyRow,
     AuditEventRow,
     EndpointRow,
-    RevisionRow,
     RouteRow,
     SecretRow,
     TeamRow,
@@ -30,6 +28,7 @@ from modelplane.store.records import (
     Route,
     Team,
 )
+from modelplane.store.revisions import bump
 
 
 class DuplicateName(Exception):
@@ -40,41 +39,6 @@ class InUse(Exception):
     """A row others still refer to (a team with accounts) cannot be deleted."""
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(dt: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; everything we store is UTC.
-    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
-
-
-async def _bump(s: AsyncSession, name: str) -> None:
-    res = await s.execute(
-        update(RevisionRow).where(RevisionRow.name == name).values(value=RevisionRow.value + 1)
-    )
-    if getattr(res, "rowcount", 0) == 0:
-        s.add(RevisionRow(name=name, value=1))
-
-
-async def revision(db: Database, name: str) -> int:
-    async with db.session() as s:
-        value = await s.scalar(select(RevisionRow.value).where(RevisionRow.name == name))
-        return int(value or 0)
-
-
-async def revisions(db: Database, names: tuple[str, ...]) -> tuple[int, ...]:
-    """Several collections' revisions in one query, in the order of ``names``."""
-    async with db.session() as s:
-        rows = (
-            await s.execute(
-                select(RevisionRow.name, RevisionRow.value).where(RevisionRow.name.in_(names))
-            )
-        ).all()
-    found = {name: int(value) for name, value in rows}
-    return tuple(found.get(n, 0) for n in names)
-
-
 def _key(r: ApiKeyRow) -> ApiKey:
     return ApiKey(
         r.id,
@@ -82,10 +46,10 @@ def _key(r: ApiKeyRow) -> ApiKey:
         r.prefix,
         r.key_hash,
         r.role,
-        _aware(r.created_at) or _now(),
-        _aware(r.expires_at),
-        _aware(r.revoked_at),
-        _aware(r.last_used_at),
+        aware(r.created_at) or utc_now(),
+        aware(r.expires_at),
+        aware(r.revoked_at),
+        aware(r.last_used_at),
         r.team_id,
         tuple(r.scopes or ()),
         r.account_id,
@@ -106,8 +70,8 @@ def _endpoint(r: EndpointRow) -> Endpoint:
         r.replicas,
         dict(r.options),
         r.generation,
-        _aware(r.created_at) or _now(),
-        _aware(r.updated_at) or _now(),
+        aware(r.created_at) or utc_now(),
+        aware(r.updated_at) or utc_now(),
         _owner(r),
     )
 
@@ -136,13 +100,13 @@ class KeyRepo:
             role=role,
             team_id=team_id,
             scopes=list(scopes),
-            created_at=_now(),
+            created_at=utc_now(),
             expires_at=expires_at,
             account_id=account_id,
         )
         async with self.db.session() as s:
             s.add(row)
-            await _bump(s, "keys")
+            await bump(s, "keys")
         return _key(row)
 
     async def all(self) -> list[ApiKey]:
@@ -161,8 +125,8 @@ class KeyRepo:
             if row is None:
                 return None
             if row.revoked_at is None:
-                row.revoked_at = _now()
-                await _bump(s, "keys")
+                row.revoked_at = utc_now()
+                await bump(s, "keys")
             return _key(row)
 
     async def revoke_account(self, account_id: str) -> list[tuple[ApiKey, ApiKey]]:
@@ -179,11 +143,11 @@ class KeyRepo:
             out = []
             for row in rows:
                 before = _key(row)
-                row.revoked_at = _now()
+                row.revoked_at = utc_now()
                 out.append((before, _key(row)))
             if out:
                 await s.flush()
-                await _bump(s, "keys")
+                await bump(s, "keys")
             return out
 
     async def rotate(self, key_id: str, prefix: str, key_hash: str) -> ApiKey | None:
@@ -193,7 +157,7 @@ class KeyRepo:
             if row is None or row.revoked_at is not None:
                 return None
             row.prefix, row.key_hash = prefix, key_hash
-            await _bump(s, "keys")
+            await bump(s, "keys")
             return _key(row)
 
     async def count(self) -> int:
@@ -225,7 +189,7 @@ class EndpointRepo:
         provider: str | None = None,
         owner: Owned = UNSHARED,
     ) -> Endpoint:
-        now = _now()
+        now = utc_now()
         row = EndpointRow(
             id=uuid.uuid4().hex,
             name=name,
@@ -244,7 +208,7 @@ class EndpointRepo:
             async with self.db.session() as s:
                 s.add(row)
                 await s.flush()
-                await _bump(s, "endpoints")
+                await bump(s, "endpoints")
         except IntegrityError:
             raise DuplicateName(name) from None
         return _endpoint(row)
@@ -277,8 +241,8 @@ class EndpointRepo:
                     respec = respec or field != "replicas"
             if respec:
                 row.generation += 1
-            row.updated_at = _now()
-            await _bump(s, "endpoints")
+            row.updated_at = utc_now()
+            await bump(s, "endpoints")
             return _endpoint(row)
 
     async def delete(self, name: str) -> bool:
@@ -287,7 +251,7 @@ class EndpointRepo:
             if row is None:
                 return False
             await s.delete(row)
-            await _bump(s, "endpoints")
+            await bump(s, "endpoints")
             return True
 
 
@@ -297,8 +261,8 @@ def _route(r: RouteRow) -> Route:
         r.name,
         dict(r.spec),
         r.source,
-        _aware(r.created_at) or _now(),
-        _aware(r.updated_at) or _now(),
+        aware(r.created_at) or utc_now(),
+        aware(r.updated_at) or utc_now(),
         _owner(r),
     )
 
@@ -321,7 +285,7 @@ class RouteRepo:
         self, name: str, spec: dict[str, Any], source: str, owner: Owned = UNSHARED
     ) -> tuple[Route, bool]:
         """Create or replace; returns the route and whether it was created."""
-        now = _now()
+        now = utc_now()
         shared = list(owner.shared_with)
         async with self.db.session() as s:
             row = await s.scalar(select(RouteRow).where(RouteRow.name == name).with_for_update())
@@ -349,7 +313,7 @@ class RouteRepo:
                 row.spec, row.source, row.updated_at = spec, source, now
                 row.team_id, row.shared_with = owner.team_id, shared
             await s.flush()
-            await _bump(s, "routes")
+            await bump(s, "routes")
             return _route(row), created
 
     async def delete(self, name: str) -> bool:
@@ -358,7 +322,7 @@ class RouteRepo:
             if row is None:
                 return False
             await s.delete(row)
-            await _bump(s, "routes")
+            await bump(s, "routes")
             return True
 
 
@@ -375,22 +339,22 @@ class SecretRepo:
                 (
                     r.name,
                     r.ciphertext,
-                    _aware(r.created_at) or _now(),
-                    _aware(r.updated_at) or _now(),
+                    aware(r.created_at) or utc_now(),
+                    aware(r.updated_at) or utc_now(),
                 )
                 for r in rows
             ]
 
     async def put(self, name: str, ciphertext: str) -> bool:
         """Create or replace; returns whether it was created."""
-        now = _now()
+        now = utc_now()
         async with self.db.session() as s:
             row = await s.get(SecretRow, name, with_for_update=True)
             if row is None:
                 s.add(SecretRow(name=name, ciphertext=ciphertext, created_at=now, updated_at=now))
             else:
                 row.ciphertext, row.updated_at = ciphertext, now
-            await _bump(s, "secrets")
+            await bump(s, "secrets")
             return row is None
 
     async def delete(self, name: str) -> bool:
@@ -399,7 +363,7 @@ class SecretRepo:
             if row is None:
                 return False
             await s.delete(row)
-            await _bump(s, "secrets")
+            await bump(s, "secrets")
             return True
 
 
@@ -410,15 +374,15 @@ class TeamRepo:
     async def all(self) -> list[Team]:
         async with self.db.session() as s:
             rows = (await s.scalars(select(TeamRow).order_by(TeamRow.name))).all()
-            return [Team(r.id, r.name, _aware(r.created_at) or _now()) for r in rows]
+            return [Team(r.id, r.name, aware(r.created_at) or utc_now()) for r in rows]
 
     async def add(self, name: str) -> Team:
-        row = TeamRow(id=uuid.uuid4().hex, name=name, created_at=_now())
+        row = TeamRow(id=uuid.uuid4().hex, name=name, created_at=utc_now())
         try:
             async with self.db.session() as s:
                 s.add(row)
                 await s.flush()
-                await _bump(s, "teams")
+                await bump(s, "teams")
         except IntegrityError:
             raise DuplicateName(name) from None
         return Team(row.id, row.name, row.created_at)
@@ -434,14 +398,14 @@ class TeamRepo:
                 await s.flush()
             except IntegrityError:
                 raise InUse(team_id) from None
-            await _bump(s, "teams")
+            await bump(s, "teams")
             return True
 
 
 def _event(r: AuditEventRow) -> AuditEvent:
     return AuditEvent(
         r.id,
-        _aware(r.at) or _now(),
+        aware(r.at) or utc_now(),
         r.actor,
         r.actor_team_id,
         r.action,
@@ -477,7 +441,7 @@ class AuditRepo:
         async with self.db.session() as s:
             s.add(
                 AuditEventRow(
-                    at=_now(),
+                    at=utc_now(),
                     actor=actor,
                     actor_team_id=actor_team_id,
                     action=action,

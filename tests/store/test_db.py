@@ -17,9 +17,8 @@ from modelplane.store.repos import (
     InUse,
     KeyRepo,
     TeamRepo,
-    revision,
-    revisions,
 )
+from modelplane.store.revisions import revision, revisions
 
 
 @pytest.fixture

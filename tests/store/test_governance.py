@@ -11,7 +11,7 @@ from modelplane.config import Settings
 from modelplane.store.db import Database
 from modelplane.store.governance import BudgetRepo, LimitRepo, UsageRepo
 from modelplane.store.records import Usage
-from modelplane.store.repos import revision
+from modelplane.store.revisions import revision
 
 
 @pytest.fixture
