@@ -4,6 +4,7 @@ through the Python relay that serves as a reference."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +36,11 @@ def test_the_gateway_benchmark_prints_its_table_and_targets(tmp_path: Path) -> N
     assert len(rows) == 5
     assert sum(line.startswith("| relay | non-stream | 16 |") for line in lines) == 1
     for variant in ("ungoverned", "metrics"):
-        assert any(line.startswith(f"{variant}: targets, non-streaming") for line in lines)
+        (targets,) = [line for line in lines if line.startswith(f"{variant}: targets, non-")]
+        for target in (r"p50 \S+ <= 0.5 ms", r"p99 \S+ <= 2 ms"):
+            verdict = target + r" \((met|MISSED); [01] of 1 reps met it, range \S+ to \S+\)"
+            assert re.search(verdict, targets), targets
         assert any(line.startswith(f"| {variant} | non-stream | 16 | relay |") for line in lines)
     assert not any(line.startswith("relay: targets") for line in lines)
     assert '"gateway_rps"' in out.read_text() and '"vs_reference"' in out.read_text()
+    assert '"added_p50_ms_reps"' in out.read_text()
