@@ -300,8 +300,9 @@ def wait_until(check: Callable[[], bool], what: str, proc: subprocess.Popen[byte
     raise TimeoutError(f"{what}: not within 60 s")
 
 
-def answers(url: str) -> bool:
-    return call(url)[0] == 200
+def answers(url: str, data: bytes | None = None) -> bool:
+    """Whether ``url`` answers 200 (to a POST of ``data``, if given)."""
+    return call(url, data)[0] == 200
 
 
 def free_port() -> int:
@@ -326,7 +327,7 @@ def gateway(home: Path, variant: str, direct: str) -> tuple[list[str], dict[str,
 
 def register(gw: str, direct: str, server: subprocess.Popen[bytes]) -> None:
     """The mock as the gateway's endpoint ``mock``, live once both kinds get through."""
-    wait_until(lambda: call(gw + "/readyz")[0] == 200, "gateway /readyz", server)
+    wait_until(functools.partial(answers, gw + "/readyz"), "gateway /readyz", server)
     # A price and limits (high enough never to refuse) so that a governed gateway does
     # all its per-request work: limit counters, cost, a usage record.
     price = {"input_per_1m": 0.15, "output_per_1m": 0.6}
@@ -336,8 +337,8 @@ def register(gw: str, direct: str, server: subprocess.Popen[bytes]) -> None:
     status, answer = call(gw + "/api/endpoints", json.dumps(spec).encode())
     if status != 201:
         raise RuntimeError(f"POST /api/endpoints answered {status}: {answer.decode()[:500]}")
-    wait_until(lambda: call(gw + PATH, body(False))[0] == 200, "route", server)
-    wait_until(lambda: call(gw + PATH, body(True))[0] == 200, "route", server)
+    wait_until(functools.partial(answers, gw + PATH, body(False)), "route", server)
+    wait_until(functools.partial(answers, gw + PATH, body(True)), "route", server)
 
 
 @contextlib.contextmanager
@@ -351,7 +352,7 @@ def servers(
     mock_cmd = [sys.executable, str(HERE / "mock_upstream.py"), "--port", str(port)]
     with contextlib.ExitStack() as stack:
         mock = stack.enter_context(process(mock_cmd, LOAD_CPU, home / "mock.log"))
-        wait_until(lambda: call(direct + "/v1/models")[0] == 200, "mock upstream", mock)
+        wait_until(functools.partial(answers, direct + "/v1/models"), "mock upstream", mock)
         gateways: dict[str, tuple[str, int]] = {}
         for variant in variants:
             (home / variant).mkdir()
