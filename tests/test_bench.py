@@ -44,3 +44,24 @@ def test_the_gateway_benchmark_prints_its_table_and_targets(tmp_path: Path) -> N
     assert not any(line.startswith("relay: targets") for line in lines)
     assert '"gateway_rps"' in out.read_text() and '"vs_reference"' in out.read_text()
     assert '"added_p50_ms_reps"' in out.read_text()
+
+
+def test_the_governance_benchmark_prints_a_row_per_stage() -> None:
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "governance.py"),
+        "--requests=300",
+        "--reps=1",
+        "--pause-ms=0.1",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {
+        line.split(" | ")[0].removeprefix("| "): line
+        for line in done.stdout.splitlines()
+        if line.startswith("| ") and "---" not in line and "stage" not in line
+    }
+    assert list(rows) == ["baseline", "admit", "settle", "write"]
+    for stage in ("admit", "settle", "write"):
+        assert re.search(r"\| [+-]\d+\.\d µs \|$", rows[stage]), rows[stage]
+    assert re.search(r"governance in all: \d+\.\d µs of CPU a request", done.stdout)
