@@ -69,4 +69,18 @@ def test_json_lines_stay_json_whatever_the_fields_hold() -> None:
     assert line["when"].startswith("<object object")
     record.fields = {"big": 2**70}
     assert json.loads(JsonFormatter().format(record))["big"] == 2**70
-    assert json.loads(JsonFormatter().format(record))["ts"].endswith("Z")
+
+
+def test_json_timestamps_follow_each_record_across_seconds() -> None:
+    formatter = JsonFormatter()
+    stamps = []
+    for created in (1_700_000_000.5, 1_700_000_000.75, 1_700_000_001.125, 1_700_000_000.25):
+        record = logging.LogRecord("t", logging.INFO, __file__, 1, "m", (), None)
+        record.created, record.msecs = created, (created % 1) * 1000
+        stamps.append(json.loads(formatter.format(record))["ts"])
+    assert stamps == [
+        "2023-11-14T22:13:20.500Z",
+        "2023-11-14T22:13:20.750Z",
+        "2023-11-14T22:13:21.125Z",
+        "2023-11-14T22:13:20.250Z",
+    ]
