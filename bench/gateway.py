@@ -73,6 +73,10 @@ ADMIN_KEY = "mp-bench-gateway-0123456789abcdefghijklmnopqrstuvwxyz"
 GATEWAY_CPU, LOAD_CPU = 0, 1
 PATH = "/v1/chat/completions"
 HERE = Path(__file__).resolve().parent
+PRICE = {"input_per_1m": 0.15, "output_per_1m": 0.6}
+LIMITS = {"rpm": 10**9, "tpm": 10**12}
+"""The mock endpoint's price and limits (high enough never to refuse), so that a governed
+gateway does all its per-request work: limit counters, cost, a usage record."""
 
 
 @dataclass
@@ -328,11 +332,7 @@ def gateway(home: Path, variant: str, direct: str) -> tuple[list[str], dict[str,
 def register(gw: str, direct: str, server: subprocess.Popen[bytes]) -> None:
     """The mock as the gateway's endpoint ``mock``, live once both kinds get through."""
     wait_until(functools.partial(answers, gw + "/readyz"), "gateway /readyz", server)
-    # A price and limits (high enough never to refuse) so that a governed gateway does
-    # all its per-request work: limit counters, cost, a usage record.
-    price = {"input_per_1m": 0.15, "output_per_1m": 0.6}
-    limits = {"rpm": 10**9, "tpm": 10**12}
-    options = {"base_url": direct + "/v1", "price": price, "limits": limits}
+    options = {"base_url": direct + "/v1", "price": PRICE, "limits": LIMITS}
     spec = {"name": "mock", "provider": "openai", "model": "mock", "options": options}
     status, answer = call(gw + "/api/endpoints", json.dumps(spec).encode())
     if status != 201:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import statistics
 import subprocess
@@ -44,38 +43,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import uvloop
+from gateway import LIMITS, PRICE, body
+from mock_upstream import ANSWER
 
 STAGES = ("baseline", "admit", "settle", "write")
 CPU = 0
-BODY = json.dumps(
-    {
-        "model": "mock",
-        "messages": [{"role": "user", "content": "Say hello in one short sentence, please."}],
-        "max_tokens": 16,
-    }
-).encode()
-ANSWER = json.dumps(
-    {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "mock",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "Hello there, nice to meet you."},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20},
-    }
-).encode()
-OPTIONS = {
-    "base_url": "http://127.0.0.1:9/v1",
-    # A price and limits high enough never to refuse, as bench/gateway.py registers.
-    "price": {"input_per_1m": 0.15, "output_per_1m": 0.6},
-    "limits": {"rpm": 10**9, "tpm": 10**12},
-}
+OPTIONS = {"base_url": "http://127.0.0.1:9/v1", "price": PRICE, "limits": LIMITS}
+"""The endpoint as ``bench/gateway.py`` registers the mock (no request goes to it)."""
 
 
 async def stage(name: str, requests: int, database: str, burst: int, pause_s: float) -> float:
@@ -116,12 +90,13 @@ async def stage(name: str, requests: int, database: str, burst: int, pause_s: fl
         "mock", RouteSpec.model_validate({"targets": [{"endpoint": "mock"}]}), True
     )
     caller = Caller("key:k1", "member", "t1", "k1")
-    peeked = peek(BODY)
+    request = body(stream=False)
+    peeked = peek(request)
     admit, settle = name != "baseline", name in ("settle", "write")
 
     async def run(n: int) -> None:
         for i in range(n):
-            req = Inbound("chat", BODY, peeked, f"{i:032x}", {}, caller)
+            req = Inbound("chat", request, peeked, f"{i:032x}", {}, caller)
             if admit:
                 permit = await keeper.admit(req, route)
                 if settle:

@@ -31,26 +31,24 @@ def _response(status: str, ctype: str, body: bytes) -> bytes:
     return head.encode() + body
 
 
-COMPLETION = _response(
-    "200 OK",
-    "application/json",
-    json.dumps(
-        {
-            "id": "chatcmpl-mock",
-            "object": "chat.completion",
-            "created": 1700000000,
-            "model": MODEL,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": "Hello from the mock upstream!"},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {"prompt_tokens": 9, "completion_tokens": CHUNKS, "total_tokens": 17},
-        }
-    ).encode(),
-)
+ANSWER = json.dumps(
+    {
+        "id": "chatcmpl-mock",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": MODEL,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello from the mock upstream!"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 9, "completion_tokens": CHUNKS, "total_tokens": 17},
+    }
+).encode()
+"""The non-streaming answer's body."""
+COMPLETION = _response("200 OK", "application/json", ANSWER)
 MODELS = _response(
     "200 OK", "application/json", json.dumps({"object": "list", "data": [{"id": MODEL}]}).encode()
 )
