@@ -12,11 +12,13 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, BinaryIO
 
 import httpx
 import pytest
 
+from modelplane.api.protocol import Exchange
 from tests.gateway.fakes import FakeUpstream
 from tests.helpers import ADMIN_KEY, Server, eventually
 
@@ -303,3 +305,26 @@ def _refused(srv: Server) -> bool:
     except OSError:
         return True
     return False
+
+
+def _exchange(keep_alive: bool) -> Exchange:
+    exchange = Exchange.__new__(Exchange)
+    state = SimpleNamespace(default_headers=[(b"server", b"modelplane")])
+    exchange.protocol = SimpleNamespace(server_state=state)  # type: ignore[assignment]
+    exchange.keep_alive = keep_alive
+    return exchange
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+def test_answer_heads_are_written_whole_and_refuse_line_breaks(keep_alive: bool) -> None:
+    exchange = _exchange(keep_alive)
+    head = exchange._head(200, [(b"content-type", b"application/json"), (b"x-a", b"1")])
+    close = b"" if keep_alive else b"connection: close\r\n"
+    assert head == (
+        b"HTTP/1.1 200 OK\r\nserver: modelplane\r\ncontent-type: application/json\r\n"
+        b"x-a: 1\r\n" + close + b"\r\n"
+    )
+    # A value that would smuggle in a header of its own is refused, whichever break.
+    for smuggled in (b"1\r\nset-cookie: x", b"1\nset-cookie: x", b"1\rset-cookie: x"):
+        with pytest.raises(ValueError, match="'x-b' has a line break"):
+            exchange._head(200, [(b"x-a", b"1"), (b"x-b", smuggled)])
