@@ -292,8 +292,10 @@ def process(cmd: list[str], cpu: int, log: Path, **kw: object) -> Iterator[subpr
             proc.wait()
 
 
-def wait_until(check: Callable[[], bool], what: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
+def wait_until(
+    check: Callable[[], bool], what: str, proc: subprocess.Popen[bytes], timeout_s: float = 60
+) -> None:
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{what}: the process exited with code {proc.returncode}")
@@ -301,7 +303,7 @@ def wait_until(check: Callable[[], bool], what: str, proc: subprocess.Popen[byte
             if check():
                 return
         time.sleep(0.1)
-    raise TimeoutError(f"{what}: not within 60 s")
+    raise TimeoutError(f"{what}: not within {timeout_s:g} s")
 
 
 def answers(url: str, data: bytes | None = None) -> bool:
@@ -329,16 +331,29 @@ def gateway(home: Path, variant: str, direct: str) -> tuple[list[str], dict[str,
     return cmd, env, url
 
 
-def register(gw: str, direct: str, server: subprocess.Popen[bytes]) -> None:
+def register(gw: str, direct: str, server: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
     """The mock as the gateway's endpoint ``mock``, live once both kinds get through."""
-    wait_until(functools.partial(answers, gw + "/readyz"), "gateway /readyz", server)
+    ready = functools.partial(answers, gw + "/readyz")
+    wait_until(ready, "gateway /readyz", server, timeout_s)
     options = {"base_url": direct + "/v1", "price": PRICE, "limits": LIMITS}
     spec = {"name": "mock", "provider": "openai", "model": "mock", "options": options}
     status, answer = call(gw + "/api/endpoints", json.dumps(spec).encode())
     if status != 201:
         raise RuntimeError(f"POST /api/endpoints answered {status}: {answer.decode()[:500]}")
-    wait_until(functools.partial(answers, gw + PATH, body(False)), "route", server)
-    wait_until(functools.partial(answers, gw + PATH, body(True)), "route", server)
+    for stream in (False, True):
+        routed = functools.partial(answers, gw + PATH, body(stream))
+        wait_until(routed, "route", server, timeout_s)
+
+
+@contextlib.contextmanager
+def mock(home: Path) -> Iterator[str]:
+    """The mock upstream on the load generator's core: its URL."""
+    port = free_port()
+    direct = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, str(HERE / "mock_upstream.py"), "--port", str(port)]
+    with process(cmd, LOAD_CPU, home / "mock.log") as proc:
+        wait_until(functools.partial(answers, direct + "/v1/models"), "mock upstream", proc)
+        yield direct
 
 
 @contextlib.contextmanager
@@ -347,12 +362,8 @@ def servers(
 ) -> Iterator[tuple[str, dict[str, tuple[str, int]]]]:
     """The mock (core 1) and one gateway per variant (all on core 0, each with its own
     home) in front of it: the direct URL, and each variant's gateway URL and pid."""
-    port = free_port()
-    direct = f"http://127.0.0.1:{port}"
-    mock_cmd = [sys.executable, str(HERE / "mock_upstream.py"), "--port", str(port)]
     with contextlib.ExitStack() as stack:
-        mock = stack.enter_context(process(mock_cmd, LOAD_CPU, home / "mock.log"))
-        wait_until(functools.partial(answers, direct + "/v1/models"), "mock upstream", mock)
+        direct = stack.enter_context(mock(home))
         gateways: dict[str, tuple[str, int]] = {}
         for variant in variants:
             (home / variant).mkdir()

@@ -5,9 +5,12 @@ through the Python relay that serves as a reference."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,3 +68,33 @@ def test_the_governance_benchmark_prints_a_row_per_stage() -> None:
     for stage in ("admit", "settle", "write"):
         assert re.search(r"\| [+-]\d+\.\d µs \|$", rows[stage]), rows[stage]
     assert re.search(r"governance in all: \d+\.\d µs of CPU a request", done.stdout)
+
+
+def test_the_instruction_count_benchmark_compares_checkouts(tmp_path: Path) -> None:
+    """Counted under callgrind: this checkout beside a copy of its package that does
+    more work per request, which must count more (so the copy is what ran)."""
+    if shutil.which("valgrind") is None:
+        pytest.skip("valgrind is not installed")
+    shutil.copytree(ROOT / "modelplane", tmp_path / "modelplane")
+    fastpath = tmp_path / "modelplane" / "api" / "fastpath.py"
+    code = fastpath.read_text()
+    anchor = "    headers: dict[str, str] = {}\n"
+    assert anchor in code
+    fastpath.write_text(code.replace(anchor, anchor + "    sum(range(20_000))\n"))
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "instructions.py"),
+        "--variants=ungoverned",
+        f"--against={tmp_path}",
+        "--requests=60",
+        "--warmup=20",
+        "--concurrency=4",
+        "--reps=1",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ungoverned |")]
+    assert [row.split(" | ")[1] for row in rows] == ["this", tmp_path.name], rows
+    assert 50 < float(rows[0].split(" | ")[2]) < 5000, rows  # k instructions a request
+    change = float(rows[1].split(" | ")[4].removesuffix("% |"))
+    assert change > 30, rows  # 20,000 more loop steps a request
