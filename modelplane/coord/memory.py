@@ -101,6 +101,9 @@ class MemoryCounters:
     ) -> list[Window]:
         if window_s <= 0:
             raise ValueError("window_s must be positive")
+        # Checked once here: ``zip(strict=True)`` parses its keyword on every call.
+        if not len(keys) == len(amounts) == len(limits):
+            raise ValueError("keys, amounts and limits must be as long as each other")
         self._maybe_sweep()
         now = self._clock()
         windows = self._windows
@@ -108,7 +111,7 @@ class MemoryCounters:
         # for every governed request: no intermediate lists beyond these).
         states: list[sliding.State] = []
         fits: list[bool] = []
-        for key, amount, limit in zip(keys, amounts, limits, strict=True):
+        for key, amount, limit in zip(keys, amounts, limits):  # noqa: B905
             state = windows[key] = sliding.roll(windows.get(key), window_s, now)
             states.append(state)
             elapsed = now - state.index * window_s
@@ -117,9 +120,10 @@ class MemoryCounters:
             )
         count = all(fits)
         out: list[Window] = []
-        for state, amount, limit, fit in zip(states, amounts, limits, fits, strict=True):
+        for state, amount, limit, fit in zip(states, amounts, limits, fits):  # noqa: B905
             if count:
-                state.current = max(0, state.current + amount)
+                current = state.current + amount
+                state.current = current if current > 0 else 0
             elapsed = now - state.index * window_s
             out.append(
                 sliding.result(state.previous, state.current, elapsed, window_s, amount, limit, fit)

@@ -17,8 +17,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from modelplane.values import value
 
-@dataclass(frozen=True, slots=True)
+
+@value
 class Window:
     """What a counter says after an increment."""
 

@@ -215,8 +215,7 @@ class Gatekeeper:
                     rules.append(rule)
                 if caller.team_id and (rule := limits.get(("team", caller.team_id))):
                     rules.append(rule)
-            target = next((t.endpoint for t in route.spec.targets if t.weight > 0), None)
-            if target and (ep_rule := self._endpoint(target)[1]):
+            if ep_rule := self._endpoint(route.first)[1]:
                 rules.append(ep_rule)
             grant = NO_LIMITS
             if rules:

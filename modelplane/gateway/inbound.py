@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -14,9 +13,10 @@ import orjson
 from modelplane.errors import InvalidRequest
 from modelplane.identity import Caller
 from modelplane.providers.base import Kind
+from modelplane.values import value
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Peeked:
     """What the gateway reads from a body it otherwise forwards untouched."""
 
@@ -51,7 +51,7 @@ def peek(body: bytes) -> Peeked:
     return Peeked(model, stream, obj)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Inbound:
     """One OpenAI request as the proxy gets it: its body as bytes and as read, and who sent it."""
 

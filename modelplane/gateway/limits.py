@@ -97,7 +97,9 @@ class _Tightest:
     reset_s: float = 0.0
 
     def offer(self, limit: int, window: Window) -> None:
-        remaining = max(0, limit - window.count)
+        remaining = limit - window.count
+        if remaining < 0:
+            remaining = 0
         if self.remaining < 0 or remaining < self.remaining:
             self.limit, self.remaining, self.reset_s = limit, remaining, window.reset_s
 
@@ -168,12 +170,13 @@ class Limiter:
         try:
             windows = await self.counters.incr_many(keys, amounts, MINUTE, limits)
             refused: RateLimited | None = None
-            for (rule, kind), limit, got in zip(owners, limits, windows, strict=True):
+            # Built together above: no ``strict`` (which parses a keyword on every call).
+            for (rule, kind), limit, got in zip(owners, limits, windows):  # noqa: B905
                 tightest = requests if kind == "requests" else token_room
                 if got.allowed:
                     tightest.offer(limit, got)
-                    if kind == "tokens":
-                        grant.slack = min(grant.slack, limit - got.count - limit / 4)
+                    if kind == "tokens" and (slack := limit - got.count - limit / 4) < grant.slack:
+                        grant.slack = slack
                 else:
                     tightest.refuse(limit, got)
                     refused = refused or self._refused(rule, kind, limit, got)

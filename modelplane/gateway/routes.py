@@ -10,7 +10,7 @@ import hashlib
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -91,11 +91,22 @@ class ResolvedRoute:
     spec: RouteSpec
     implicit: bool
     owner: Owned = UNSHARED
+    live: tuple[WeightedTarget, ...] = field(init=False)
+    """The targets with a weight above 0 (worked out once, not per request)."""
+    first: str = field(init=False)
+    """The first of them: the endpoint whose limits a request counts against."""
+
+    def __post_init__(self) -> None:
+        live = tuple(t for t in self.spec.targets if t.weight > 0)
+        object.__setattr__(self, "live", live)
+        object.__setattr__(self, "first", live[0].endpoint)
 
     def chain(self, sticky_id: str | None) -> list[str]:
         """The endpoints to try, in order: one weighted pick, then the fallbacks."""
-        first = pick_weighted(self.spec.targets, sticky_id)
-        return [first] + [f for f in self.spec.fallbacks if f != first]
+        live = self.live
+        first = live[0].endpoint if len(live) == 1 else pick_weighted(live, sticky_id)
+        fallbacks = self.spec.fallbacks
+        return [first, *[f for f in fallbacks if f != first]] if fallbacks else [first]
 
 
 def pick_weighted(targets: Sequence[WeightedTarget], sticky_id: str | None) -> str:

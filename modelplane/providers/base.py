@@ -34,6 +34,8 @@ from typing import Any, ClassVar, Literal, Protocol
 
 import aiohttp
 
+from modelplane.values import value
+
 Kind = Literal["chat", "completions", "embeddings"]
 
 PATHS: Mapping[Kind, str] = {
@@ -43,7 +45,7 @@ PATHS: Mapping[Kind, str] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Call:
     """One OpenAI-shaped request on its way to one upstream."""
 
@@ -60,7 +62,7 @@ class Call:
     """Headers to propagate upstream (``traceparent``, ``tracestate``)."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Target:
     """Where a provider sends: an address, its options, and resolved secrets."""
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from modelplane.values import value
+
 
 @dataclass(frozen=True, slots=True)
 class Team:
@@ -139,7 +141,7 @@ class Budget:
     updated_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Usage:
     """What one request used; one record per request."""
 
