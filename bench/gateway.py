@@ -356,22 +356,54 @@ def mock(home: Path) -> Iterator[str]:
         yield direct
 
 
+def label(tree: Path) -> str:
+    """A source tree's name in tables: its short commit (its folder's name outside git)."""
+    done = subprocess.run(
+        ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip() or tree.name
+
+
+def trees(parser: argparse.ArgumentParser, against: str) -> list[Path]:
+    """``--against``'s source trees, each checked to hold a ``modelplane`` package."""
+    found = []
+    for folder in filter(None, (a.strip() for a in against.split(","))):
+        tree = Path(folder).resolve()
+        if not (tree / "modelplane" / "__init__.py").is_file():
+            parser.error(f"--against {folder}: no modelplane package there")
+        found.append(tree)
+    return found
+
+
+def is_gateway(side: str) -> bool:
+    """A gateway variant (``metrics``, or ``metrics@<checkout>``), not a reference proxy."""
+    return side.partition("@")[0] in VARIANTS
+
+
 @contextlib.contextmanager
 def servers(
-    home: Path, variants: list[str], references: Sequence[str] = ()
+    home: Path, variants: list[str], references: Sequence[str] = (), others: Sequence[Path] = ()
 ) -> Iterator[tuple[str, dict[str, tuple[str, int]]]]:
     """The mock (core 1) and one gateway per variant (all on core 0, each with its own
-    home) in front of it: the direct URL, and each variant's gateway URL and pid."""
+    home) in front of it, from this checkout and from each of ``others`` (named
+    ``variant@<checkout>``): the direct URL, and each one's URL and pid."""
     with contextlib.ExitStack() as stack:
         direct = stack.enter_context(mock(home))
         gateways: dict[str, tuple[str, int]] = {}
         for variant in variants:
-            (home / variant).mkdir()
-            cmd, env, url = gateway(home / variant, variant, direct)
-            log = home / f"gateway-{variant}.log"
-            server = stack.enter_context(process(cmd, GATEWAY_CPU, log, env=env))
-            register(url, direct, server)
-            gateways[variant] = (url, server.pid)
+            for tree in (None, *others):
+                name = variant if tree is None else f"{variant}@{label(tree)}"
+                (home / name).mkdir()
+                cmd, env, url = gateway(home / name, variant, direct)
+                log = home / f"gateway-{name}.log"
+                # ``python -m`` puts its working folder first on the import path.
+                cwd = tree or Path.cwd()
+                server = stack.enter_context(process(cmd, GATEWAY_CPU, log, env=env, cwd=cwd))
+                register(url, direct, server)
+                gateways[name] = (url, server.pid)
         for name in references:
             found = reference(name, home / f"ref-{name}", direct)
             if found is None:
@@ -445,9 +477,12 @@ def report(cells: list[Cell], baseline: str = "off", rate: float = 0) -> list[di
         rows.append(row)
         print(ROW.format(**row))
     compare([r for r in rows if r["variant"] in VARIANTS], baseline)
+    for variant in dict.fromkeys(r["variant"].partition("@")[0] for r in rows):
+        if any(r["variant"].startswith(variant + "@") for r in rows):  # --against
+            compare([r for r in rows if r["variant"].partition("@")[0] == variant], variant)
     against_references(rows)
     print()
-    for variant in dict.fromkeys(r["variant"] for r in rows if r["variant"] in VARIANTS):
+    for variant in dict.fromkeys(r["variant"] for r in rows if is_gateway(r["variant"])):
         mine = (r for r in rows if r["variant"] == variant)
         plain = {r["concurrency"]: r for r in mine if r["mode"] == "non-stream"}
         if 16 in plain:
@@ -485,7 +520,7 @@ def against_references(rows: list[dict[str, Any]]) -> None:
     CPU per request, and added latency as a multiple of the reference's where the
     reference adds a measurable amount (closed loop, it often adds nothing: the load
     generator and the mock are the bottleneck, not the proxy)."""
-    refs = [r for r in rows if r["variant"] not in VARIANTS]
+    refs = [r for r in rows if not is_gateway(r["variant"])]
     if not refs:
         return
     print("\n| variant | mode | concurrency | reference | CPU µs/req (reference → this) ", end="")
@@ -493,7 +528,7 @@ def against_references(rows: list[dict[str, Any]]) -> None:
     print("| multiple of the reference's p50 / p99 |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        if r["variant"] not in VARIANTS:
+        if not is_gateway(r["variant"]):
             continue
         for ref in refs:
             if (ref["mode"], ref["concurrency"]) != (r["mode"], r["concurrency"]):
@@ -587,7 +622,15 @@ def main() -> None:
     parser.add_argument(
         "--baseline", default="off", help="the variant others are compared with [default: off]"
     )
+    parser.add_argument(
+        "--against",
+        default="",
+        help="other source trees (folders holding a modelplane package, such as a git "
+        "worktree of an earlier commit), comma-separated: each variant is also served from "
+        "each of them, as variant@<commit>, and compared with this checkout's",
+    )
     args = parser.parse_args()
+    args.others = trees(parser, args.against)
     variants = "off,on" if args.observability == "both" else args.observability
     args.variants = [v.strip() for v in variants.split(",")]
     if unknown := set(args.variants) - set(VARIANTS):
@@ -603,7 +646,7 @@ def main() -> None:
     os.sched_setaffinity(0, {LOAD_CPU})  # inherited by the mock and wrk; the gateway moves
     with (
         tempfile.TemporaryDirectory(prefix="mp-bench-gw-") as tmp,
-        servers(Path(tmp), args.variants, args.references) as (direct, gateways),
+        servers(Path(tmp), args.variants, args.references, args.others) as (direct, gateways),
     ):
         use_wrk = shutil.which("wrk") is not None and not args.python_load
         load = wrk_load(Path(tmp), args.rate) if use_wrk else python_load(args.rate)
@@ -615,7 +658,7 @@ def main() -> None:
             f"{m} {'loaded' if f'/{m}/' in maps else 'NOT loaded'}" for m in ("uvloop", "httptools")
         )
         gen = "wrk, 1 thread" if use_wrk else "aiohttp in the benchmark's process"
-        others = [name for name in gateways if name not in VARIANTS]
+        others = [name for name in gateways if not is_gateway(name)]
         refs = f", reference proxies ({', '.join(others)}) there too" if others else ""
         pace = f", rate capped at {args.rate:g} requests/s" if args.rate else ", closed loop"
         print(

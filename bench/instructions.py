@@ -46,9 +46,11 @@ from gateway import (
     VARIANTS,
     body,
     gateway,
+    label,
     mock,
     process,
     register,
+    trees,
 )
 
 START_TIMEOUT_S = 600
@@ -65,16 +67,6 @@ class Side:
     out: Path
     counts: list[float] = field(default_factory=list)
     """Instructions per request, one per rep."""
-
-
-def label(tree: Path) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return done.stdout.strip() or tree.name
 
 
 async def drive(url: str, requests: int, concurrency: int, stream: bool) -> None:
@@ -176,12 +168,7 @@ def main() -> None:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if unknown := set(variants) - set(VARIANTS):
         parser.error(f"unknown variant(s): {', '.join(sorted(unknown))}")
-    trees: list[Path | None] = [None]
-    for folder in filter(None, (a.strip() for a in args.against.split(","))):
-        tree = Path(folder).resolve()
-        if not (tree / "modelplane" / "__init__.py").is_file():
-            parser.error(f"--against {folder}: no modelplane package there")
-        trees.append(tree)
+    others: list[Path | None] = [None, *trees(parser, args.against)]
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         sys.exit("needs valgrind (apt-get install valgrind)")
     with (
@@ -190,7 +177,7 @@ def main() -> None:
     ):
         home = Path(tmp)
         direct = stack.enter_context(mock(home))
-        sides = [start(stack, home, direct, v, t) for v in variants for t in trees]
+        sides = [start(stack, home, direct, v, t) for v in variants for t in others]
         for side in sides:
             asyncio.run(drive(side.url, args.warmup, args.concurrency, args.stream))
         for rep in range(args.reps):

@@ -66,10 +66,18 @@ class LimitRule:
     rpm_key: str = field(init=False)
     tpm_key: str = field(init=False)
     """The counters' own keys, built once per rule rather than once per request."""
+    rpm: int | None = field(init=False)
+    tpm: int | None = field(init=False)
+    concurrency: int | None = field(init=False)
+    """``limits``' own, copied: reading a pydantic model's field costs several times a
+    plain attribute's, and admission reads them for every request."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rpm_key", f"rpm:{self.key}")
         object.__setattr__(self, "tpm_key", f"tpm:{self.key}")
+        object.__setattr__(self, "rpm", self.limits.rpm)
+        object.__setattr__(self, "tpm", self.limits.tpm)
+        object.__setattr__(self, "concurrency", self.limits.concurrency)
 
 
 def estimate_tokens(body: bytes, obj: dict[str, Any]) -> int:
@@ -153,16 +161,15 @@ class Limiter:
         limits: list[int] = []
         owners: list[tuple[LimitRule, str]] = []
         for rule in rules:
-            lim = rule.limits
-            if lim.rpm:
+            if rule.rpm:
                 keys.append(rule.rpm_key)
                 amounts.append(1)
-                limits.append(lim.rpm)
+                limits.append(rule.rpm)
                 owners.append((rule, "requests"))
-            if lim.tpm:
+            if rule.tpm:
                 keys.append(rule.tpm_key)
                 amounts.append(tokens)
-                limits.append(lim.tpm)
+                limits.append(rule.tpm)
                 owners.append((rule, "tokens"))
                 grant.token_keys.append(keys[-1])
         requests, token_room = _Tightest(), _Tightest()
@@ -186,7 +193,7 @@ class Limiter:
             counted = True
             grant.headers = _headers(requests, token_room)
             for rule in rules:
-                n = rule.limits.concurrency
+                n = rule.concurrency
                 if not n:
                     continue
                 slot = await self.counters.acquire(f"conc:{rule.key}", n, ttl_s=self.slot_ttl_s)
