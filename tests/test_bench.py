@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_the_gateway_benchmark_prints_its_table_and_targets(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
+    other = tmp_path / "other"  # another source tree, as --against takes one
+    shutil.copytree(ROOT / "modelplane", other / "modelplane")
     cmd = [
         sys.executable,
         str(ROOT / "bench" / "gateway.py"),
@@ -29,6 +31,7 @@ def test_the_gateway_benchmark_prints_its_table_and_targets(tmp_path: Path) -> N
         "--observability=ungoverned,metrics",
         "--baseline=ungoverned",
         "--reference=relay",
+        f"--against={other}",
         f"--json={out}",
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
@@ -47,6 +50,13 @@ def test_the_gateway_benchmark_prints_its_table_and_targets(tmp_path: Path) -> N
     assert not any(line.startswith("relay: targets") for line in lines)
     assert '"gateway_rps"' in out.read_text() and '"vs_reference"' in out.read_text()
     assert '"added_p50_ms_reps"' in out.read_text()
+    # --against: the other tree's gateway measured too, and compared with this one's.
+    for variant in ("ungoverned", "metrics"):
+        mine = [line for line in lines if line.startswith(f"| {variant}@other | non-stream | 16 |")]
+        assert len(mine) == 3, mine  # its row, against this checkout's, against the relay
+        headers = [i for i, line in enumerate(lines) if f"rps ({variant} → this)" in line]
+        row = f"| {variant}@other | non-stream | 16 | "
+        assert any(lines[i + 2].startswith(row) for i in headers), lines
 
 
 def test_the_governance_benchmark_prints_a_row_per_stage() -> None:
