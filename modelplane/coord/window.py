@@ -57,14 +57,12 @@ def roll(state: State | None, window: float, now: float) -> State:
     return state
 
 
-def estimate(previous: float, current: float, elapsed: float, window: float) -> float:
-    return previous * (window - elapsed) / window + current
-
-
 def admit(
     previous: int, current: int, elapsed: float, window: float, amount: int, limit: int | None
 ) -> bool:
-    return limit is None or estimate(previous, current, elapsed, window) + amount <= limit
+    # The module docstring's ``count``, written out here and in ``result`` rather than
+    # called: both run for every counter of every request.
+    return limit is None or previous * (window - elapsed) / window + current + amount <= limit
 
 
 def result(
@@ -78,7 +76,7 @@ def result(
 ) -> Window:
     """The :class:`Window` for a counter whose totals (after the increment, if it was
     allowed) are ``previous`` and ``current``, ``elapsed`` into the current window."""
-    count = math.ceil(estimate(previous, current, elapsed, window) - 1e-9)
+    count = math.ceil(previous * (window - elapsed) / window + current - 1e-9)
     reset = window - elapsed
     if allowed or limit is None:
         return Window(count, reset)

@@ -90,7 +90,7 @@ def estimate_tokens(body: bytes, obj: dict[str, Any]) -> int:
 def duration(seconds: float) -> str:
     """OpenAI's way of writing a reset time: ``250ms``, ``12s``, ``1m3s``."""
     if seconds < 1:
-        return f"{max(0, math.ceil(seconds * 1000))}ms"
+        return f"{math.ceil(seconds * 1000) if seconds > 0 else 0}ms"
     whole = math.ceil(seconds)
     minutes, secs = divmod(whole, 60)
     return f"{minutes}m{secs}s" if minutes else f"{secs}s"
