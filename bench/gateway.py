@@ -230,9 +230,19 @@ def wrk_load(scripts: Path, rate: float) -> Load:
     return run
 
 
+HEADERS = {"content-type": "application/json", "authorization": f"Bearer {ADMIN_KEY}"}
+
+
+async def post(session: aiohttp.ClientSession, url: str, data: bytes) -> None:
+    """One request to ``url``'s chat completions, read to the end; it must answer 200."""
+    async with session.post(url + PATH, data=data, headers=HEADERS) as r:
+        await r.read()
+        if r.status != 200:
+            raise RuntimeError(f"{url} answered HTTP {r.status}")
+
+
 def python_load(rate: float) -> Load:
     """aiohttp workers in this process (pinned with the mock): the fallback without wrk."""
-    headers = {"content-type": "application/json", "authorization": f"Bearer {ADMIN_KEY}"}
 
     async def go(url: str, c: int, seconds: int, stream: bool) -> Point:
         data, lat, pause = body(stream), [], pause_ms(c, rate) / 1000
@@ -241,10 +251,7 @@ def python_load(rate: float) -> Load:
 
             async def worker() -> None:
                 while (t0 := time.perf_counter()) < start + seconds:
-                    async with session.post(url + PATH, data=data, headers=headers) as r:
-                        await r.read()
-                        if r.status != 200:
-                            raise RuntimeError(f"{url} answered HTTP {r.status}")
+                    await post(session, url, data)
                     lat.append(time.perf_counter() - t0)
                     await asyncio.sleep(random.uniform(0, 2 * pause))
 
@@ -378,9 +385,21 @@ def trees(parser: argparse.ArgumentParser, against: str) -> list[Path]:
     return found
 
 
+def variant_of(side: str) -> str:
+    """The gateway variant of a side (``metrics@<checkout>``: ``metrics``)."""
+    return side.partition("@")[0]
+
+
 def is_gateway(side: str) -> bool:
     """A gateway variant (``metrics``, or ``metrics@<checkout>``), not a reference proxy."""
-    return side.partition("@")[0] in VARIANTS
+    return variant_of(side) in VARIANTS
+
+
+def source(tree: Path | None) -> Path:
+    """Where to start a server of ``tree``'s code (None: this checkout's): ``python -m``
+    puts its working folder first on the import path, so with ``PYTHONPATH`` alone a
+    server started here would run this checkout's code whatever the tree."""
+    return tree or Path.cwd()
 
 
 @contextlib.contextmanager
@@ -399,8 +418,7 @@ def servers(
                 (home / name).mkdir()
                 cmd, env, url = gateway(home / name, variant, direct)
                 log = home / f"gateway-{name}.log"
-                # ``python -m`` puts its working folder first on the import path.
-                cwd = tree or Path.cwd()
+                cwd = source(tree)
                 server = stack.enter_context(process(cmd, GATEWAY_CPU, log, env=env, cwd=cwd))
                 register(url, direct, server)
                 gateways[name] = (url, server.pid)
@@ -477,9 +495,10 @@ def report(cells: list[Cell], baseline: str = "off", rate: float = 0) -> list[di
         rows.append(row)
         print(ROW.format(**row))
     compare([r for r in rows if r["variant"] in VARIANTS], baseline)
-    for variant in dict.fromkeys(r["variant"].partition("@")[0] for r in rows):
-        if any(r["variant"].startswith(variant + "@") for r in rows):  # --against
-            compare([r for r in rows if r["variant"].partition("@")[0] == variant], variant)
+    for variant in dict.fromkeys(variant_of(r["variant"]) for r in rows):
+        mine = [r for r in rows if variant_of(r["variant"]) == variant]
+        if any(r["variant"] != variant for r in mine):  # served from --against's trees too
+            compare(mine, variant)
     against_references(rows)
     print()
     for variant in dict.fromkeys(r["variant"] for r in rows if is_gateway(r["variant"])):

@@ -39,17 +39,17 @@ from pathlib import Path
 
 import aiohttp
 from gateway import (
-    ADMIN_KEY,
     GATEWAY_CPU,
     LOAD_CPU,
-    PATH,
     VARIANTS,
     body,
     gateway,
     label,
     mock,
+    post,
     process,
     register,
+    source,
     trees,
 )
 
@@ -72,17 +72,13 @@ class Side:
 async def drive(url: str, requests: int, concurrency: int, stream: bool) -> None:
     """Exactly ``requests`` requests, ``concurrency`` at a time; every one must answer 200."""
     data = body(stream)
-    headers = {"authorization": f"Bearer {ADMIN_KEY}", "content-type": "application/json"}
     left = requests
 
     async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal left
         while left > 0:
             left -= 1
-            async with session.post(url + PATH, data=data, headers=headers) as resp:
-                await resp.read()
-                if resp.status != 200:
-                    raise RuntimeError(f"{url} answered {resp.status}")
+            await post(session, url, data)
 
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -114,13 +110,11 @@ def start(
     where = home / f"{variant}-{name}"
     where.mkdir()
     cmd, env, url = gateway(where, variant, direct)
-    # ``python -m`` puts its working folder first on the path: run it in the tree.
-    cwd = tree or Path.cwd()
     out = home / f"callgrind.{variant}-{name}"
     wrapped = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
     wrapped += [f"--callgrind-out-file={out}", *cmd]
     log = home / f"gateway-{variant}-{name}.log"
-    server = stack.enter_context(process(wrapped, GATEWAY_CPU, log, env=env, cwd=cwd))
+    server = stack.enter_context(process(wrapped, GATEWAY_CPU, log, env=env, cwd=source(tree)))
     register(url, direct, server, START_TIMEOUT_S)
     return Side(variant, name, url, server.pid, out)
 
