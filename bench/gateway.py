@@ -324,10 +324,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def gateway(home: Path, variant: str, direct: str) -> tuple[list[str], dict[str, str], str]:
-    """The command, environment and URL of one variant's ``modelplane serve``."""
+def gateway(
+    home: Path, variant: str, direct: str, python: str = sys.executable
+) -> tuple[list[str], dict[str, str], str]:
+    """The command, environment and URL of one variant's ``modelplane serve``, run by
+    ``python``."""
     url = f"http://127.0.0.1:{free_port()}"
-    cmd = [sys.executable, "-m", "modelplane", "serve", "--port", url.rsplit(":", 1)[1]]
+    cmd = [python, "-m", "modelplane", "serve", "--port", url.rsplit(":", 1)[1]]
     env = os.environ | {
         "MODELPLANE_HOME": str(home),
         "MODELPLANE_ADMIN_KEY": ADMIN_KEY,
@@ -385,6 +388,48 @@ def trees(parser: argparse.ArgumentParser, against: str) -> list[Path]:
     return found
 
 
+def interpreters(parser: argparse.ArgumentParser, pythons: str) -> list[Source]:
+    """``--python``'s interpreters, each checked to import what the server needs (its
+    ``modelplane`` comes from this checkout, where the server starts)."""
+    found = []
+    for python in filter(None, (p.strip() for p in pythons.split(","))):
+        probe = "import fastapi, uvicorn, uvloop, httptools, sys; print(sys.version.split()[0])"
+        done = subprocess.run(
+            [python, "-c", probe], capture_output=True, text=True, check=False, cwd=Path.cwd()
+        )
+        if done.returncode:
+            parser.error(f"--python {python}: cannot run the server ({done.stderr.strip()[-300:]})")
+        venv = Path(python).parent.parent.name  # .../<venv>/bin/python
+        found.append(Source(python=python, name=f"py{done.stdout.strip()}-{venv}"))
+    return found
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a side's server comes from: a source tree (None: this checkout) and the
+    interpreter that runs it. ``name`` follows the variant in tables (``metrics@<name>``);
+    empty for this checkout run by this interpreter."""
+
+    tree: Path | None = None
+    python: str = sys.executable
+    name: str = ""
+
+
+def sources(parser: argparse.ArgumentParser, against: str, pythons: str) -> list[Source]:
+    """This checkout, each of ``--against``'s trees (run by this interpreter) and this
+    checkout run by each of ``--python``'s interpreters."""
+    others = [Source(tree, name=label(tree)) for tree in trees(parser, against)]
+    return [Source(), *others, *interpreters(parser, pythons)]
+
+
+def interpreter(pid: int) -> str:
+    """A server's interpreter, and whether its executable links libpython in or loads it
+    as a shared library (calls across a shared library's boundary cost more)."""
+    exe = os.readlink(f"/proc/{pid}/exe")
+    shared = "libpython" in Path(f"/proc/{pid}/maps").read_text()
+    return f"{exe} (libpython {'shared' if shared else 'linked in'})"
+
+
 def variant_of(side: str) -> str:
     """The gateway variant of a side (``metrics@<checkout>``: ``metrics``)."""
     return side.partition("@")[0]
@@ -404,21 +449,24 @@ def source(tree: Path | None) -> Path:
 
 @contextlib.contextmanager
 def servers(
-    home: Path, variants: list[str], references: Sequence[str] = (), others: Sequence[Path] = ()
+    home: Path,
+    variants: list[str],
+    references: Sequence[str] = (),
+    origins: Sequence[Source] = (Source(),),
 ) -> Iterator[tuple[str, dict[str, tuple[str, int]]]]:
-    """The mock (core 1) and one gateway per variant (all on core 0, each with its own
-    home) in front of it, from this checkout and from each of ``others`` (named
-    ``variant@<checkout>``): the direct URL, and each one's URL and pid."""
+    """The mock (core 1) and one gateway per variant and source (all on core 0, each
+    with its own home) in front of it (named ``variant``, or ``variant@<source>``): the
+    direct URL, and each one's URL and pid."""
     with contextlib.ExitStack() as stack:
         direct = stack.enter_context(mock(home))
         gateways: dict[str, tuple[str, int]] = {}
         for variant in variants:
-            for tree in (None, *others):
-                name = variant if tree is None else f"{variant}@{label(tree)}"
+            for origin in origins:
+                name = f"{variant}@{origin.name}" if origin.name else variant
                 (home / name).mkdir()
-                cmd, env, url = gateway(home / name, variant, direct)
+                cmd, env, url = gateway(home / name, variant, direct, origin.python)
                 log = home / f"gateway-{name}.log"
-                cwd = source(tree)
+                cwd = source(origin.tree)
                 server = stack.enter_context(process(cmd, GATEWAY_CPU, log, env=env, cwd=cwd))
                 register(url, direct, server)
                 gateways[name] = (url, server.pid)
@@ -648,8 +696,15 @@ def main() -> None:
         "worktree of an earlier commit), comma-separated: each variant is also served from "
         "each of them, as variant@<commit>, and compared with this checkout's",
     )
+    parser.add_argument(
+        "--python",
+        default="",
+        help="other interpreters (a virtual environment's python with modelplane's "
+        "dependencies installed), comma-separated: each variant is also served by each of "
+        "them, as variant@py<version>-<venv>, and compared with this interpreter's",
+    )
     args = parser.parse_args()
-    args.others = trees(parser, args.against)
+    args.origins = sources(parser, args.against, args.python)
     variants = "off,on" if args.observability == "both" else args.observability
     args.variants = [v.strip() for v in variants.split(",")]
     if unknown := set(args.variants) - set(VARIANTS):
@@ -665,7 +720,7 @@ def main() -> None:
     os.sched_setaffinity(0, {LOAD_CPU})  # inherited by the mock and wrk; the gateway moves
     with (
         tempfile.TemporaryDirectory(prefix="mp-bench-gw-") as tmp,
-        servers(Path(tmp), args.variants, args.references, args.others) as (direct, gateways),
+        servers(Path(tmp), args.variants, args.references, args.origins) as (direct, gateways),
     ):
         use_wrk = shutil.which("wrk") is not None and not args.python_load
         load = wrk_load(Path(tmp), args.rate) if use_wrk else python_load(args.rate)
@@ -683,8 +738,13 @@ def main() -> None:
         print(
             f"`modelplane serve` ({', '.join(args.variants)}) on core {GATEWAY_CPU} ({libs})"
             f"{refs}; mock upstream and load generator ({gen}{pace}) on core {LOAD_CPU}; "
-            f"{args.duration} s per run after {args.warmup} s of warm-up, median of {args.reps}\n"
+            f"{args.duration} s per run after {args.warmup} s of warm-up, median of {args.reps}"
         )
+        print(f"{interpreter(pid)} runs `modelplane serve`", end="")
+        for name, (_, other) in gateways.items():
+            if "@py" in name and variant_of(name) == args.variants[0]:
+                print(f"; {interpreter(other)} runs {name.partition('@')[2]}", end="")
+        print("\n")
         cells = measure(args, load, direct, gateways)
     rows = report(cells, args.baseline, args.rate)
     if args.json:

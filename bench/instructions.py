@@ -13,7 +13,8 @@ Each side is a real ``modelplane serve`` under ``valgrind --tool=callgrind`` in 
 ``bench/mock_upstream.py``, with the mock registered as in ``bench/gateway.py``; a side
 is one of that script's gateway variants (``--variants``), from this checkout or from
 each of ``--against``'s source trees (say a ``git worktree`` of the commit before a
-change), so that before and after are counted in one run. Instrumentation is off while
+change), so that before and after are counted in one run, or this checkout run by each
+of ``--python``'s interpreters. Instrumentation is off while
 a server starts and while it warms up (``--warmup`` requests), then on for exactly
 ``--requests`` requests sent by ``--concurrency`` connections of an aiohttp client in
 this process, then off again; the table gives the median over ``--reps`` such counts
@@ -42,15 +43,15 @@ from gateway import (
     GATEWAY_CPU,
     LOAD_CPU,
     VARIANTS,
+    Source,
     body,
     gateway,
-    label,
     mock,
     post,
     process,
     register,
     source,
-    trees,
+    sources,
 )
 
 START_TIMEOUT_S = 600
@@ -61,7 +62,8 @@ START_TIMEOUT_S = 600
 class Side:
     variant: str
     checkout: str
-    """``this``, or the source tree's short commit (its folder name outside git)."""
+    """``this``, a source tree's short commit (its folder name outside git), or another
+    interpreter's ``py<version>-<venv>``."""
     url: str
     pid: int
     out: Path
@@ -104,17 +106,18 @@ def counted(side: Side, args: argparse.Namespace) -> float:
 
 
 def start(
-    stack: contextlib.ExitStack, home: Path, direct: str, variant: str, tree: Path | None
+    stack: contextlib.ExitStack, home: Path, direct: str, variant: str, origin: Source
 ) -> Side:
-    name = label(tree) if tree else "this"
+    name = origin.name or "this"
     where = home / f"{variant}-{name}"
     where.mkdir()
-    cmd, env, url = gateway(where, variant, direct)
+    cmd, env, url = gateway(where, variant, direct, origin.python)
     out = home / f"callgrind.{variant}-{name}"
     wrapped = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
     wrapped += [f"--callgrind-out-file={out}", *cmd]
     log = home / f"gateway-{variant}-{name}.log"
-    server = stack.enter_context(process(wrapped, GATEWAY_CPU, log, env=env, cwd=source(tree)))
+    cwd = source(origin.tree)
+    server = stack.enter_context(process(wrapped, GATEWAY_CPU, log, env=env, cwd=cwd))
     register(url, direct, server, START_TIMEOUT_S)
     return Side(variant, name, url, server.pid, out)
 
@@ -153,16 +156,28 @@ def main() -> None:
         help="other source trees (folders holding a modelplane package), comma-separated, "
         "counted beside this checkout",
     )
+    parser.add_argument(
+        "--python",
+        default="",
+        help="other interpreters (a virtual environment's python with modelplane's "
+        "dependencies), comma-separated, each counted running this checkout",
+    )
     parser.add_argument("--requests", type=int, default=1000, help="counted requests per rep")
     parser.add_argument("--warmup", type=int, default=200, help="uncounted requests first")
     parser.add_argument("--concurrency", type=int, default=16, help="connections")
     parser.add_argument("--reps", type=int, default=3, help="counts per side")
     parser.add_argument("--stream", action="store_true", help="streaming requests")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="copy each side's callgrind dumps (one per rep) into this folder, for "
+        "callgrind_annotate",
+    )
     args = parser.parse_args()
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if unknown := set(variants) - set(VARIANTS):
         parser.error(f"unknown variant(s): {', '.join(sorted(unknown))}")
-    others: list[Path | None] = [None, *trees(parser, args.against)]
+    origins = sources(parser, args.against, args.python)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         sys.exit("needs valgrind (apt-get install valgrind)")
     with (
@@ -171,7 +186,7 @@ def main() -> None:
     ):
         home = Path(tmp)
         direct = stack.enter_context(mock(home))
-        sides = [start(stack, home, direct, v, t) for v in variants for t in others]
+        sides = [start(stack, home, direct, v, t) for v in variants for t in origins]
         for side in sides:
             asyncio.run(drive(side.url, args.warmup, args.concurrency, args.stream))
         for rep in range(args.reps):
@@ -179,6 +194,11 @@ def main() -> None:
             for side in sides[shift:] + sides[:shift]:
                 side.counts.append(counted(side, args))
         report(sides, args)
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for dump in home.glob("callgrind.*"):
+                shutil.copy(dump, args.keep)
+            print(f"\ncallgrind dumps in {args.keep}")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ def test_the_gateway_benchmark_prints_its_table_and_targets(tmp_path: Path) -> N
         "--baseline=ungoverned",
         "--reference=relay",
         f"--against={other}",
+        f"--python={sys.executable}",  # another interpreter's side (here, the same one)
         f"--json={out}",
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
@@ -57,6 +58,14 @@ def test_the_gateway_benchmark_prints_its_table_and_targets(tmp_path: Path) -> N
         headers = [i for i, line in enumerate(lines) if f"rps ({variant} → this)" in line]
         row = f"| {variant}@other | non-stream | 16 | "
         assert any(lines[i + 2].startswith(row) for i in headers), lines
+    # --python: this checkout served by that interpreter too, named by version and venv.
+    venv = Path(sys.executable).parent.parent.name
+    side = f"py{sys.version.split()[0]}-{venv}"
+    for variant in ("ungoverned", "metrics"):
+        mine = [line for line in lines if line.startswith(f"| {variant}@{side} | non-stream |")]
+        assert len(mine) == 3, mine
+    (interpreters,) = [line for line in lines if "runs `modelplane serve`" in line]
+    assert interpreters.count("(libpython ") == 2 and f"runs {side}" in interpreters
 
 
 def test_the_governance_benchmark_prints_a_row_per_stage() -> None:

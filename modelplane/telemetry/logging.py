@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import sys
 import time
@@ -108,7 +109,19 @@ def _dumps(obj: dict[str, object]) -> str:
     try:
         return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:  # orjson.JSONEncodeError is one
-        return json.dumps(obj, ensure_ascii=False, default=str)
+        return json.dumps(_finite(obj), ensure_ascii=False, default=str)
+
+
+def _finite(value: object) -> object:
+    """``value`` with NaN and the infinities as None, as orjson writes them (``json``
+    would write ``NaN``, which is not JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def configure(fmt: str = "auto", level: str = "INFO") -> None:
