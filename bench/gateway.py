@@ -741,9 +741,10 @@ def main() -> None:
             f"{args.duration} s per run after {args.warmup} s of warm-up, median of {args.reps}"
         )
         print(f"{interpreter(pid)} runs `modelplane serve`", end="")
-        for name, (_, other) in gateways.items():
-            if "@py" in name and variant_of(name) == args.variants[0]:
-                print(f"; {interpreter(other)} runs {name.partition('@')[2]}", end="")
+        for origin in args.origins:
+            if origin.tree is None and origin.name:  # --python's
+                other = gateways[f"{args.variants[0]}@{origin.name}"][1]
+                print(f"; {interpreter(other)} runs {origin.name}", end="")
         print("\n")
         cells = measure(args, load, direct, gateways)
     rows = report(cells, args.baseline, args.rate)
