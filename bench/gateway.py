@@ -380,7 +380,7 @@ def label(tree: Path) -> str:
 def trees(parser: argparse.ArgumentParser, against: str) -> list[Path]:
     """``--against``'s source trees, each checked to hold a ``modelplane`` package."""
     found = []
-    for folder in filter(None, (a.strip() for a in against.split(","))):
+    for folder in listed(against):
         tree = Path(folder).resolve()
         if not (tree / "modelplane" / "__init__.py").is_file():
             parser.error(f"--against {folder}: no modelplane package there")
@@ -392,10 +392,10 @@ def interpreters(parser: argparse.ArgumentParser, pythons: str) -> list[Source]:
     """``--python``'s interpreters, each checked to import what the server needs (its
     ``modelplane`` comes from this checkout, where the server starts)."""
     found = []
-    for python in filter(None, (p.strip() for p in pythons.split(","))):
+    for python in listed(pythons):
         probe = "import fastapi, uvicorn, uvloop, httptools, sys; print(sys.version.split()[0])"
         done = subprocess.run(
-            [python, "-c", probe], capture_output=True, text=True, check=False, cwd=Path.cwd()
+            [python, "-c", probe], capture_output=True, text=True, check=False, cwd=Source().cwd
         )
         if done.returncode:
             parser.error(f"--python {python}: cannot run the server ({done.stderr.strip()[-300:]})")
@@ -413,6 +413,13 @@ class Source:
     tree: Path | None = None
     python: str = sys.executable
     name: str = ""
+
+    @property
+    def cwd(self) -> Path:
+        """Where to start its server: ``python -m`` puts its working folder first on the
+        import path, so with ``PYTHONPATH`` alone a server started here would run this
+        checkout's code whatever the tree."""
+        return self.tree or Path.cwd()
 
 
 def sources(parser: argparse.ArgumentParser, against: str, pythons: str) -> list[Source]:
@@ -440,11 +447,9 @@ def is_gateway(side: str) -> bool:
     return variant_of(side) in VARIANTS
 
 
-def source(tree: Path | None) -> Path:
-    """Where to start a server of ``tree``'s code (None: this checkout's): ``python -m``
-    puts its working folder first on the import path, so with ``PYTHONPATH`` alone a
-    server started here would run this checkout's code whatever the tree."""
-    return tree or Path.cwd()
+def listed(text: str) -> list[str]:
+    """A comma-separated option's items, blanks dropped."""
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 @contextlib.contextmanager
@@ -466,8 +471,9 @@ def servers(
                 (home / name).mkdir()
                 cmd, env, url = gateway(home / name, variant, direct, origin.python)
                 log = home / f"gateway-{name}.log"
-                cwd = source(origin.tree)
-                server = stack.enter_context(process(cmd, GATEWAY_CPU, log, env=env, cwd=cwd))
+                server = stack.enter_context(
+                    process(cmd, GATEWAY_CPU, log, env=env, cwd=origin.cwd)
+                )
                 register(url, direct, server)
                 gateways[name] = (url, server.pid)
         for name in references:
@@ -710,7 +716,7 @@ def main() -> None:
     if unknown := set(args.variants) - set(VARIANTS):
         parser.error(f"unknown --observability variant(s): {', '.join(sorted(unknown))}")
     wanted = ",".join(REFERENCES) if args.reference == "all" else args.reference
-    args.references = [r.strip() for r in wanted.split(",") if r.strip()]
+    args.references = listed(wanted)
     if unknown := set(args.references) - set(REFERENCES):
         parser.error(f"unknown --reference proxy(s): {', '.join(sorted(unknown))}")
     args.concurrency = [int(c) for c in args.concurrency.split(",")]

@@ -46,11 +46,11 @@ from gateway import (
     Source,
     body,
     gateway,
+    listed,
     mock,
     post,
     process,
     register,
-    source,
     sources,
 )
 
@@ -116,8 +116,7 @@ def start(
     wrapped = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
     wrapped += [f"--callgrind-out-file={out}", *cmd]
     log = home / f"gateway-{variant}-{name}.log"
-    cwd = source(origin.tree)
-    server = stack.enter_context(process(wrapped, GATEWAY_CPU, log, env=env, cwd=cwd))
+    server = stack.enter_context(process(wrapped, GATEWAY_CPU, log, env=env, cwd=origin.cwd))
     register(url, direct, server, START_TIMEOUT_S)
     return Side(variant, name, url, server.pid, out)
 
@@ -174,7 +173,7 @@ def main() -> None:
         "callgrind_annotate",
     )
     args = parser.parse_args()
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    variants = listed(args.variants)
     if unknown := set(variants) - set(VARIANTS):
         parser.error(f"unknown variant(s): {', '.join(sorted(unknown))}")
     origins = sources(parser, args.against, args.python)
