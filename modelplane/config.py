@@ -11,9 +11,10 @@ import importlib.util
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -21,9 +22,76 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from modelplane.control.jwt import JwtSettings
+from modelplane.identity import Role
 
 PLACEHOLDERS = ("changeme", "change-me", "change_me", "placeholder", "example", "xxxxxxxx")
+
+
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+    | {"ES256", "ES256K", "ES384", "ES512", "EdDSA"}
+)
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+class JwtSettings(BaseModel):
+    """Accept bearer JWTs from one OIDC issuer (``jwt:`` in ``modelplane.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    issuer: str
+    """Must equal the token's ``iss``."""
+    audience: str | None = None
+    """When set, must be in the token's ``aud``."""
+    jwks_url: str | None = None
+    """The issuer's JWKS (``…/.well-known/jwks.json``); https, or http on loopback only."""
+    jwks_file: Path | None = None
+    """A JWKS on disk instead of ``jwks_url`` (exactly one of the two)."""
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256", "PS256", "EdDSA"])
+    """Accepted signing algorithms; asymmetric only."""
+    team_claim: str = "team"
+    """Claim holding the caller's team *name*; required unless the role is ``admin``."""
+    role_claim: str = "role"
+    """Claim holding one of admin, team_admin, member, viewer."""
+    scope_claim: str = "scope"
+    """Space-separated string or list; values other than inference/read/write are ignored."""
+    default_role: Role = "member"
+    """Role of tokens without a role claim (and of no modelplane user)."""
+    email_claim: str = "email"
+    """Claim holding the caller's email, matched against users' emails when ``sub``
+    names no user."""
+    leeway_s: float = Field(default=30.0, ge=0)
+    """Clock skew tolerated on ``exp``, ``nbf`` and ``iat``."""
+    jwks_refresh_s: float = Field(default=300.0, gt=0)
+    """How often the JWKS is re-read."""
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("list at least one signing algorithm, e.g. RS256")
+        for alg in v:
+            if alg not in ASYMMETRIC_ALGORITHMS:
+                raise ValueError(
+                    f"'{alg}' cannot be accepted: a JWKS holds public keys, so only asymmetric "
+                    f"algorithms are allowed: {', '.join(sorted(ASYMMETRIC_ALGORITHMS))}"
+                )
+        return v
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _https(cls, v: str | None) -> str | None:
+        if v is not None:
+            url = urlsplit(v)
+            if url.scheme != "https" and not (url.scheme == "http" and url.hostname in _LOOPBACK):
+                raise ValueError("jwks_url must be https:// (plain http only on loopback)")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> JwtSettings:
+        if (self.jwks_url is None) == (self.jwks_file is None):
+            raise ValueError("set exactly one of jwks_url and jwks_file")
+        return self
 
 
 def _default_home() -> Path:

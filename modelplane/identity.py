@@ -21,12 +21,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from modelplane.store.records import Owned
-
 Role = Literal["admin", "team_admin", "member", "viewer"]
 ROLES: tuple[Role, ...] = ("admin", "team_admin", "member", "viewer")
 Scope = Literal["inference", "read", "write"]
 SCOPES: tuple[Scope, ...] = ("inference", "read", "write")
+
+
+@dataclass(frozen=True, slots=True)
+class Owned:
+    """Who owns a resource and who else may use it: ``shared_with`` holds team ids, or
+    ``"*"`` for every team. ``team_id`` ``None`` means the platform owns it."""
+
+    team_id: str | None = None
+    shared_with: tuple[str, ...] = ()
+
+
+UNSHARED = Owned()
+"""The platform's, shared with no team: only admins see it."""
 
 _ROLE_SCOPES: dict[str, frozenset[str]] = {
     "admin": frozenset(SCOPES),

@@ -3,16 +3,18 @@ account), list, set rate limits, revoke."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 
 from modelplane.api.deps import PlatformDep, ReadDep, WriteDep
-from modelplane.api.platform import Platform
 from modelplane.api.schemas import KeyCreate, LimitsPatch
 from modelplane.control.keys import caller_of, key_view
 from modelplane.errors import InvalidRequest, NotFound
 from modelplane.store.records import ApiKey
+
+if TYPE_CHECKING:
+    from modelplane.server.platform import Platform
 
 router = APIRouter(prefix="/api/keys", tags=["keys"])
 

@@ -1,7 +1,7 @@
 """The bodies of ``/v1/chat/completions``, ``/v1/completions`` and ``/v1/embeddings``,
 for the OpenAPI document only.
 
-``api/fastpath.py`` forwards request bodies as bytes and never validates them against
+``server/fastpath.py`` forwards request bodies as bytes and never validates them against
 these models: they tell clients what they may send and what they get back. Like the
 gateway, they accept fields they do not name (engines and providers add their own, and
 check the values).

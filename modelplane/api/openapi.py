@@ -1,6 +1,6 @@
 """The server's OpenAPI document: FastAPI's, plus the OpenAI POST routes.
 
-``api/fastpath.py`` serves ``/v1/chat/completions``, ``/v1/completions`` and
+``server/fastpath.py`` serves ``/v1/chat/completions``, ``/v1/completions`` and
 ``/v1/embeddings`` before FastAPI's router, so FastAPI knows nothing of them. Rather
 than add route functions that no request would reach, ``with_openai_routes`` writes
 their path items from the models of ``api/openai_schema.py``, once, when the document
@@ -16,8 +16,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from modelplane.api import openai_schema as s
-from modelplane.api.fastpath import KINDS
-from modelplane.providers.base import Kind
+from modelplane.providers.base import PATHS, Kind
 
 TAG = "openai"
 BEARER: dict[str, Any] = {"security": [{"bearer": []}]}
@@ -208,7 +207,7 @@ _OPERATIONS: dict[Kind, _Operation] = {
 
 
 def with_openai_routes(doc: dict[str, Any]) -> dict[str, Any]:
-    """``doc`` (FastAPI's document) with the routes of ``api/fastpath.py`` added, and
+    """``doc`` (FastAPI's document) with the routes of ``server/fastpath.py`` added, and
     the bearer scheme declared on the control API's operations."""
     refs, defs = _schemas()
     components = doc.setdefault("components", {})
@@ -228,7 +227,7 @@ def with_openai_routes(doc: dict[str, Any]) -> dict[str, Any]:
             "content": {"application/json": {"schema": error}},
         }
     paths = doc.setdefault("paths", {})
-    for path, kind in KINDS.items():
+    for kind, path in PATHS.items():
         paths[path] = {"post": _operation(_OPERATIONS[kind], refs)}
     # The control API takes the same bearer credential (an API key or a JWT), which
     # FastAPI cannot see: its routes read it in ``api/deps.py`` dependencies.

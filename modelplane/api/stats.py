@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Query
 
 from modelplane.api.deps import PlatformDep, ReadDep
-from modelplane.api.platform import Platform
 from modelplane.identity import Caller
+
+if TYPE_CHECKING:
+    from modelplane.server.platform import Platform
 
 router = APIRouter(prefix="/api/stats", tags=["stats"])
 

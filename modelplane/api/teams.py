@@ -3,14 +3,16 @@ see their own."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Response
 
 from modelplane.api.deps import AdminDep, PlatformDep, ReadDep, WriteDep
-from modelplane.api.platform import Platform
 from modelplane.api.schemas import LimitsPatch, TeamCreate
 from modelplane.store.records import Team
+
+if TYPE_CHECKING:
+    from modelplane.server.platform import Platform
 
 router = APIRouter(prefix="/api/teams", tags=["teams"])
 

@@ -1,5 +1,5 @@
 """``/v1``: the OpenAI-compatible surface. The POST routes that carry the traffic are
-served by ``api/fastpath.py`` before FastAPI routing; this router has the rest."""
+served by ``server/fastpath.py`` before FastAPI routing; this router has the rest."""
 
 from __future__ import annotations
 

@@ -15,12 +15,12 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 from rich.console import Console
 
-from modelplane.api.app import create_app
-from modelplane.api.platform import Platform
-from modelplane.api.protocol import GatewayProtocol
 from modelplane.config import Settings
 from modelplane.control.keys import BOOTSTRAP
 from modelplane.errors import first_invalid
+from modelplane.server.app import create_app
+from modelplane.server.platform import Platform
+from modelplane.server.protocol import GatewayProtocol
 from modelplane.telemetry.logging import configure
 from modelplane.telemetry.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 
@@ -113,7 +113,7 @@ def serve(host: Host = None, port: Port = None, workers: Workers = None) -> None
         prepare_multiprocess_dir(metrics_dir)
         os.environ[MULTIPROC_ENV] = str(metrics_dir)
     uvicorn.run(
-        "modelplane.api.app:create_app_from_env",
+        "modelplane.server.app:create_app_from_env",
         factory=True,
         host=settings.host,
         port=settings.port,

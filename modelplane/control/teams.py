@@ -8,9 +8,9 @@ from modelplane.control.audit import AuditLog
 from modelplane.control.names import NAME
 from modelplane.control.snapshot import Snapshot
 from modelplane.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
-from modelplane.identity import Caller
+from modelplane.identity import Caller, Owned
 from modelplane.store.db import Database
-from modelplane.store.records import Owned, Team
+from modelplane.store.records import Team
 from modelplane.store.repos import DuplicateName, InUse, TeamRepo
 
 EVERYONE = "*"

@@ -8,19 +8,23 @@ only when used (so the memory backend never needs the ``redis`` package).
 
 from __future__ import annotations
 
-from importlib import import_module
+from typing import Any
 from urllib.parse import urlsplit
+
+from modelplane.plugins import Registry
 
 from .base import Coord
 
-BACKENDS: dict[str, str] = {
-    "memory": "modelplane.coord.memory:MemoryCoord",
-    "redis": "modelplane.coord.redis:RedisCoord",
-    "rediss": "modelplane.coord.redis:RedisCoord",
-    "unix": "modelplane.coord.redis:RedisCoord",
-}
-"""URL scheme → ``module:class`` of the backend; each class has a ``from_url`` taking
-the keyword arguments of :func:`create`."""
+BACKENDS: Registry[Any] = Registry("coordination backend", group="modelplane.coord")
+"""URL scheme → the backend's class; each has a ``from_url`` taking the keyword
+arguments of :func:`create`."""
+for _scheme, _path in (
+    ("memory", "modelplane.coord.memory:MemoryCoord"),
+    ("redis", "modelplane.coord.redis:RedisCoord"),
+    ("rediss", "modelplane.coord.redis:RedisCoord"),
+    ("unix", "modelplane.coord.redis:RedisCoord"),
+):
+    BACKENDS.register(_scheme, _path)
 
 
 def create(
@@ -35,12 +39,10 @@ def create(
     memory cache (Redis is bounded by its own ``maxmemory``); entries over
     ``cache_max_entry_bytes`` are not cached by either."""
     scheme = urlsplit(url).scheme if url else "memory"
-    target = BACKENDS.get(scheme)
-    if target is None:
-        known = ", ".join(f"{name}://" for name in BACKENDS)
+    if scheme not in BACKENDS:
+        known = ", ".join(f"{name}://" for name in BACKENDS.names())
         raise ValueError(f"unknown coordination backend '{scheme}://'; use one of {known}")
-    module, _, name = target.partition(":")
-    backend = getattr(import_module(module), name)
+    backend = BACKENDS.get(scheme)
     coord: Coord = backend.from_url(
         url or "memory://",
         prefix=prefix,

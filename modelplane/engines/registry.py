@@ -1,50 +1,51 @@
-"""Engines by name. Built-ins register through the same call third parties use, and
-their modules are imported only when the engine is created."""
+"""Engine kinds by name: each registers an ``EngineSpec`` (``engines/spec.py``).
+Built-ins register through the same call third parties use (or the
+``modelplane.engines`` entry point group), and a spec's module is imported only when
+the engine kind is first used."""
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
 from modelplane.engines.base import Engine
-
-EngineFactory = Callable[..., Engine]
-
-_factories: dict[str, str | EngineFactory] = {}
+from modelplane.engines.spec import EngineSpec
+from modelplane.plugins import Registry
 
 
-def register(name: str, factory: str | EngineFactory) -> None:
-    """Register an engine factory, or a ``"module:attr"`` path to import lazily."""
-    _factories[name] = factory
+def _spec(obj: object) -> EngineSpec:
+    """An entry may name a spec instance or its class."""
+    spec = obj() if isinstance(obj, type) else obj
+    if not callable(getattr(spec, "command", None)) or not callable(getattr(spec, "create", None)):
+        raise TypeError(f"{obj!r} is not an engine spec (it needs command() and create())")
+    return spec  # type: ignore[return-value]
+
+
+specs: Registry[EngineSpec] = Registry("engine", check=_spec)
+
+
+def register(name: str, spec: str | EngineSpec) -> None:
+    """Register an engine spec, or a ``"module:attr"`` path to one (or to its class)."""
+    specs.register(name, spec)
 
 
 def names() -> list[str]:
-    return sorted(_factories)
+    return specs.names()
 
 
-def _factory(name: str) -> EngineFactory:
-    try:
-        factory = _factories[name]
-    except KeyError:
-        raise KeyError(f"unknown engine '{name}'; known engines: {', '.join(names())}") from None
-    if isinstance(factory, str):
-        module, _, attr = factory.partition(":")
-        factory = getattr(importlib.import_module(module), attr)
-        _factories[name] = factory
-    return factory
+def get(name: str) -> EngineSpec:
+    """The spec of engine kind ``name`` (``KeyError`` listing the known ones)."""
+    return specs.get(name)
 
 
-def create(name: str, model: str, options: dict[str, Any]) -> Engine:
-    return _factory(name)(model=model, **options)
+def create(name: str, model: str, options: Mapping[str, Any]) -> Engine:
+    return get(name).create(model, options)
 
 
-def check(name: str, model: str, options: dict[str, Any]) -> None:
+def check(name: str, model: str, options: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` if the engine can tell that ``model`` with ``options`` cannot
-    be served (an engine's optional static ``check``), before any replica starts."""
-    checker = getattr(_factory(name), "check", None)
-    if checker is not None:
-        checker(model, options)
+    be served, before any replica starts; imports none of the engine's libraries."""
+    get(name).check(model, options)
 
 
-register("llamacpp", "modelplane.engines.llamacpp.engine:LlamaCppEngine")
+register("llamacpp", "modelplane.engines.llamacpp.spec:LlamaCppSpec")

@@ -35,6 +35,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from modelplane.plugins import Registry
+
 
 class BalancingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -66,7 +68,7 @@ class BalancingConfig(BaseModel):
         if config.strategy not in STRATEGIES:
             raise ValueError(
                 f"unknown balancing strategy '{config.strategy}'; choose one "
-                f"of {', '.join(sorted(STRATEGIES))}"
+                f"of {', '.join(STRATEGIES.names())}"
             )
         return config
 
@@ -227,15 +229,16 @@ class PrefixCache:
 
 StrategyFactory = Callable[[BalancingConfig], Strategy]
 
-STRATEGIES: dict[str, StrategyFactory] = {}
+STRATEGIES: Registry[StrategyFactory] = Registry("balancer")
+"""Plugins add strategies through the ``modelplane.balancers`` entry point group."""
 
 
-def register(name: str, factory: StrategyFactory) -> None:
-    STRATEGIES[name] = factory
+def register(name: str, factory: str | StrategyFactory) -> None:
+    STRATEGIES.register(name, factory)
 
 
 def create(config: BalancingConfig) -> Strategy:
-    return STRATEGIES[config.strategy](config)
+    return STRATEGIES.get(config.strategy)(config)
 
 
 register("round_robin", RoundRobin)

@@ -16,7 +16,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from modelplane.errors import ModelNotFound
-from modelplane.store.records import UNSHARED, Endpoint, Owned, Route
+from modelplane.identity import UNSHARED, Owned
+from modelplane.store.records import Endpoint, Route
 
 
 class _Strict(BaseModel):

@@ -306,7 +306,7 @@ class Http1Pool:
         block = b"".join([name + b": " + value + b"\r\n" for name, value in headers])
         if block.count(b"\n") != len(headers) or block.count(b"\r") != len(headers):
             raise ValueError(f"a header contains a line break: {[n for n, _ in headers]}")
-        if (b"\n" + block.lower()).find(b"\nhost:") < 0:  # not ``in``: see api/protocol.py
+        if (b"\n" + block.lower()).find(b"\nhost:") < 0:  # not ``in``: see server/protocol.py
             block += b"host: " + host + b"\r\n"
         if body or method not in ("GET", "HEAD"):
             block += b"content-length: %d\r\n" % len(body)

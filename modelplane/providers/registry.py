@@ -1,44 +1,43 @@
-"""Providers by name. Built-ins register through the same call third parties use, and
-their modules (and heavy dependencies such as botocore) are imported only when used."""
+"""Providers by name. Built-ins register through the same call third parties use (or
+the ``modelplane.providers`` entry point group), and their modules (and heavy
+dependencies such as botocore) are imported only when used."""
 
 from __future__ import annotations
 
-import importlib
-
+from modelplane.plugins import Registry
 from modelplane.providers.base import Provider
 
-_providers: dict[str, str | Provider] = {}
+
+def _instance(obj: object) -> Provider:
+    """An entry may name a provider class (made once, shared) or an instance."""
+    provider = obj() if isinstance(obj, type) else obj
+    if not callable(getattr(provider, "send", None)):
+        raise TypeError(f"{obj!r} is not a provider (it has no send())")
+    return provider  # type: ignore[return-value]
+
+
+providers: Registry[Provider] = Registry("provider", check=_instance)
 
 
 def register(name: str, provider: str | Provider) -> None:
     """Register a provider instance, or a ``"module:Class"`` path to import lazily."""
-    _providers[name] = provider
+    providers.register(name, provider)
 
 
 def names() -> list[str]:
-    return sorted(_providers)
+    return providers.names()
 
 
 def get(name: str) -> Provider:
-    try:
-        provider = _providers[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown provider '{name}'; known providers: {', '.join(names())}"
-        ) from None
-    if isinstance(provider, str):
-        module, _, attr = provider.partition(":")
-        provider = getattr(importlib.import_module(module), attr)()
-        _providers[name] = provider
-    return provider
+    return providers.get(name)
 
 
 async def close_all() -> None:
     """Close what the providers created so far hold open (connection pools); a provider
     that is used again afterwards opens new ones."""
-    for provider in list(_providers.values()):
+    for _, provider in providers.loaded():
         close = getattr(provider, "close", None)
-        if close is not None:  # a str (not imported yet) has none
+        if close is not None:
             await close()
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import httpx
 
+from modelplane.engines import registry as engines
+from modelplane.engines.spec import Launch, LaunchContext
 from modelplane.runtimes.base import Replica, ReplicaStatus
 from modelplane.store.records import Endpoint
 
@@ -58,30 +59,17 @@ class _Supervisor:
         self.task = asyncio.create_task(self._run(), name=f"replica {ep.name}/{index}")
         self.log_path = rt.home / "logs" / f"{ep.name}-{index}.log"
 
-    def command(self, port: int) -> list[str]:
+    def command(self, port: int) -> Launch:
         ep = self.ep
-        opts = ep.engine_options()
-        opts.setdefault("n_threads", self.rt.threads_for(ep))
-        opts.setdefault("cache_dir", str(self.rt.home / "weights"))
-        return [
-            sys.executable,
-            "-m",
-            "modelplane",
-            "engine",
-            "serve",
-            "--engine",
-            ep.engine,
-            "--model",
-            ep.model,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--options",
-            json.dumps(opts),
-            "--parent-pid",
-            str(os.getpid()),
-        ]
+        ctx = LaunchContext(
+            host="127.0.0.1",
+            port=port,
+            home=str(self.rt.home),
+            threads=self.rt.threads_for(ep),
+            python=sys.executable,
+            parent_pid=os.getpid(),
+        )
+        return engines.get(ep.engine).command(ep.model, ep.engine_options(), ctx)
 
     async def _run(self) -> None:
         r = self.replica
@@ -91,14 +79,16 @@ class _Supervisor:
             r.url = f"http://127.0.0.1:{port}"
             self._set(ReplicaStatus.STARTING)
             self._rotate_log()
+            launch = self.command(port)
+            env = {k: v for k, v in os.environ.items() if k not in CHILD_ENV_DROPPED}
             with self.log_path.open("ab") as logf:
                 self.proc = await asyncio.create_subprocess_exec(
-                    *self.command(port),
+                    *launch.argv,
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=logf,
                     stderr=logf,
                     start_new_session=True,
-                    env={k: v for k, v in os.environ.items() if k not in CHILD_ENV_DROPPED},
+                    env={**env, **launch.env},
                 )
             r.pid = self.proc.pid
             if await self._wait_ready():

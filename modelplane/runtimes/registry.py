@@ -1,32 +1,29 @@
-"""Runtimes by name, imported lazily (the Kubernetes one will pull in its client)."""
+"""Runtimes by name (the ``runtime`` setting), imported lazily (the Kubernetes one pulls
+in its client); plugins add more through the ``modelplane.runtimes`` entry point group."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
+from modelplane.plugins import Registry
 from modelplane.runtimes.base import Runtime
 
-_factories: dict[str, str | Callable[..., Runtime]] = {}
+RuntimeFactory = Callable[..., Runtime]
+
+runtimes: Registry[RuntimeFactory] = Registry("runtime")
 
 
-def register(name: str, factory: str | Callable[..., Runtime]) -> None:
-    _factories[name] = factory
+def register(name: str, factory: str | RuntimeFactory) -> None:
+    runtimes.register(name, factory)
+
+
+def names() -> list[str]:
+    return runtimes.names()
 
 
 def create(name: str, **kwargs: Any) -> Runtime:
-    try:
-        factory = _factories[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown runtime '{name}'; known: {', '.join(sorted(_factories))}"
-        ) from None
-    if isinstance(factory, str):
-        module, _, attr = factory.partition(":")
-        factory = getattr(importlib.import_module(module), attr)
-        _factories[name] = factory
-    return factory(**kwargs)
+    return runtimes.get(name)(**kwargs)
 
 
 register("local", "modelplane.runtimes.local:LocalRuntime")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from modelplane.identity import UNSHARED, Owned
 from modelplane.values import value
 
 
@@ -60,19 +61,6 @@ class Account:
     def label(self) -> str:
         """``user:alice`` or ``service:ci-bot``: how callers and audit events name it."""
         return f"{self.kind}:{self.name}"
-
-
-@dataclass(frozen=True, slots=True)
-class Owned:
-    """Who owns a resource and who else may use it: ``shared_with`` holds team ids, or
-    ``"*"`` for every team. ``team_id`` ``None`` means the platform owns it."""
-
-    team_id: str | None = None
-    shared_with: tuple[str, ...] = ()
-
-
-UNSHARED = Owned()
-"""The platform's, shared with no team: only admins see it."""
 
 
 GATEWAY_OPTIONS = frozenset(

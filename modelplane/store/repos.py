@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from modelplane.identity import UNSHARED, Owned
 from modelplane.store.db import Database, aware, utc_now
 from modelplane.store.models import (
     ApiKeyRow,
@@ -20,11 +21,9 @@ from modelplane.store.models import (
     TeamRow,
 )
 from modelplane.store.records import (
-    UNSHARED,
     ApiKey,
     AuditEvent,
     Endpoint,
-    Owned,
     Route,
     Team,
 )

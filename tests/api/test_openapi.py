@@ -13,9 +13,9 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from modelplane.api import openai_schema
-from modelplane.api.app import create_app
-from modelplane.api.fastpath import KINDS
 from modelplane.config import Settings
+from modelplane.server.app import create_app
+from modelplane.server.fastpath import KINDS
 
 POSTS = sorted(KINDS)
 

@@ -17,8 +17,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from modelplane.api.app import create_app
 from modelplane.config import Settings
+from modelplane.server.app import create_app
 from modelplane.telemetry.tracing import Tracing, traces_url
 from tests.gateway.fakes import FakeUpstream
 from tests.helpers import ADMIN_KEY, eventually, free_port

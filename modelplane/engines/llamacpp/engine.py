@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
-
-from pydantic import ValidationError
 
 from modelplane.engines.base import (
     Capabilities,
@@ -24,7 +23,29 @@ from modelplane.engines.llamacpp.options import LlamaCppOptions
 from modelplane.engines.llamacpp.weights import converted, resolve_source
 from modelplane.engines.scheduler import Scheduler, Sequence
 from modelplane.engines.text import TextStream
-from modelplane.errors import InvalidRequest, first_invalid
+from modelplane.errors import InvalidRequest
+
+
+@contextlib.contextmanager
+def _model_params(**fields: object) -> Iterator[None]:
+    """Load-time model parameters that ``Llama()`` has no argument for: it builds them
+    from ``llama_model_default_params()``, so that is wrapped while one model loads (in
+    the replica's own process, on the scheduler's thread, before any other load)."""
+    import llama_cpp.llama_cpp as low  # what ``Llama()`` calls it through
+
+    default = low.llama_model_default_params
+
+    def params() -> Any:
+        p = default()
+        for name, value in fields.items():
+            setattr(p, name, value)
+        return p
+
+    low.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        low.llama_model_default_params = default
 
 
 class LlamaCppEngine:
@@ -44,19 +65,6 @@ class LlamaCppEngine:
         )
         self._executor = _LlamaExecutor(self)
         self._scheduler = Scheduler(self._executor, max_queue=opts.max_queue, name="llamacpp")
-
-    @staticmethod
-    def check(model: str, options: dict[str, Any]) -> None:
-        """Raise ``ValueError`` naming what is wrong, before any replica starts."""
-        try:
-            resolve_source(model)
-        except FileNotFoundError as exc:
-            raise ValueError(str(exc)) from None
-        try:
-            LlamaCppOptions.for_model(model, options)
-        except ValidationError as exc:
-            where, why = first_invalid(exc.errors())
-            raise ValueError(f"options.{where}: {why}") from None
 
     async def start(self) -> None:
         await self._scheduler.start()
@@ -107,14 +115,15 @@ class _LlamaExecutor:
             # of after a scheduler tick, which is what costs latency.
             os.nice(e.options.nice)
         path = converted(resolve_source(e.source), e.options.weights, e.cache_dir)
-        llm = Llama(
-            model_path=str(path),
-            # Batched decoding has a context of its own; this one then only tokenizes.
-            n_ctx=e.n_ctx if self.max_batch == 1 else 64,
-            n_threads=e.n_threads,
-            n_threads_batch=e.n_threads,
-            verbose=False,
-        )
+        with _model_params(use_extra_bufts=e.options.extra_buffers):
+            llm = Llama(
+                model_path=str(path),
+                # Batched decoding has a context of its own; this one then only tokenizes.
+                n_ctx=e.n_ctx if self.max_batch == 1 else 64,
+                n_threads=e.n_threads,
+                n_threads_batch=e.n_threads,
+                verbose=False,
+            )
         template = llm.metadata.get("tokenizer.chat_template")
         if template:
             eos, bos = llm.token_eos(), llm.token_bos()

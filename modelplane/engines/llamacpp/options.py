@@ -41,6 +41,11 @@ class LlamaCppOptions(BaseModel):
     """Requests waiting beyond this many are refused with 503 and ``retry-after``."""
     nice: int = Field(default=5, ge=0, le=19)
     """How much lower the decode threads' CPU priority is than the request path's."""
+    extra_buffers: bool = False
+    """llama.cpp's extra weight buffers: AMX tiles on recent Intel Xeons and repacked
+    weights. Off by default: ggml's AMX kernels crash the replica (SIGSEGV on the first
+    prompt of more than a few tokens) on virtualised Sapphire Rapids hosts
+    (ggml-org/llama.cpp#20824), and the bundled Q4_1 model gains nothing from repacking."""
     cache_dir: str | None = None
     """Where converted weights are kept; default ``~/.modelplane/weights``."""
 

@@ -32,8 +32,8 @@ from typing import Any
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from modelplane.api.fastpath import KINDS, FastPath, error_parts, header_dict
-from modelplane.api.middleware import given_request_id, length_over, mint_request_id, too_large
+from modelplane.server.fastpath import KINDS, FastPath, error_parts, header_dict
+from modelplane.server.middleware import given_request_id, length_over, mint_request_id, too_large
 from modelplane.telemetry.logging import request_id_var
 
 RAW_PATHS = {path.encode(): path for path in KINDS}

@@ -1,4 +1,4 @@
-"""``modelplane serve``'s HTTP/1.1 protocol (``api/protocol.py``) on the wire: OpenAI POSTs
+"""``modelplane serve``'s HTTP/1.1 protocol (``server/protocol.py``) on the wire: OpenAI POSTs
 are answered without ASGI, and every HTTP/1.1 behaviour a client relies on still holds
 (keep-alive, pipelining, HTTP/1.0, chunked bodies, ``Expect: 100-continue``, the body
 limit, streams, a client leaving, graceful shutdown). Raw sockets, so that what the
@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 import httpx
 import pytest
 
-from modelplane.api.protocol import Exchange
+from modelplane.server.protocol import Exchange
 from tests.gateway.fakes import FakeUpstream
 from tests.helpers import ADMIN_KEY, Server, eventually
 

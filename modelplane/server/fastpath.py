@@ -7,7 +7,7 @@ about a third of the gateway's CPU per request away (bench/README.md). Everythin
 — ``/api``, ``GET /v1/models``, ``/ui`` — goes on to FastAPI.
 
 ``FastPath.exchange`` serves one request whatever carries it: ``modelplane serve``'s
-HTTP protocol (``api/protocol.py``) calls it directly, without ASGI, and ``FastPath``
+HTTP protocol (``server/protocol.py``) calls it directly, without ASGI, and ``FastPath``
 itself is the plain ASGI handler for any other server. It does what the middleware does
 for every other route itself (the request id, echoed in ``x-request-id``; the body-size
 bound). Errors are rendered by the same function FastAPI's handlers use
@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Protocol
 from starlette.types import Message, Receive, Scope, Send
 
 from modelplane.api.errors import error_response
-from modelplane.api.middleware import length_over, request_id, too_large
 from modelplane.errors import ModelplaneError, PermissionDenied
 from modelplane.gateway.inbound import Inbound, peek
 from modelplane.providers.base import Kind, Reply
+from modelplane.server.middleware import length_over, request_id, too_large
 from modelplane.telemetry.logging import request_id_var
 
 if TYPE_CHECKING:
-    from modelplane.api.platform import Platform
+    from modelplane.server.platform import Platform
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class _Left(Exception):
 
 class Out(Protocol):
     """Where one exchange's answer goes: ASGI ``send`` (``AsgiOut``) or uvicorn's
-    transport directly (``api/protocol.py``). ``left`` is set before the exchange's task
+    transport directly (``server/protocol.py``). ``left`` is set before the exchange's task
     is cancelled because the client went away."""
 
     left: bool
@@ -101,7 +101,7 @@ def _headers(reply: Reply, length: int | None, rid: bytes) -> list[tuple[bytes, 
 
 class FastPath:
     """The handler for ``KINDS`` paths: ``ModelplaneApp`` sends ASGI requests for those
-    here, and ``api/protocol.py`` calls ``exchange`` for POSTs without ASGI."""
+    here, and ``server/protocol.py`` calls ``exchange`` for POSTs without ASGI."""
 
     def __init__(self, max_body_bytes: int) -> None:
         self.limit = max_body_bytes

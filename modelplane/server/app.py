@@ -27,11 +27,11 @@ from modelplane.api import (
     usage,
     v1,
 )
-from modelplane.api.fastpath import KINDS, FastPath
-from modelplane.api.middleware import BodyLimitMiddleware, RequestIdMiddleware, TracingMiddleware
 from modelplane.api.openapi import with_openai_routes
-from modelplane.api.platform import Platform
 from modelplane.config import Settings
+from modelplane.server.fastpath import KINDS, FastPath
+from modelplane.server.middleware import BodyLimitMiddleware, RequestIdMiddleware, TracingMiddleware
+from modelplane.server.platform import Platform
 from modelplane.ui import STATIC
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class ModelplaneApp(FastAPI):
     def __init__(self, *, fast_path: FastPath, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.fast_path = fast_path
-        """Also called without ASGI by ``modelplane serve``'s protocol (``api/protocol.py``)."""
+        """Also called without ASGI by ``modelplane serve``'s protocol (``server/protocol.py``)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in KINDS:

@@ -1,0 +1,74 @@
+"""Background work with one shape: start, run until closed, never die silently.
+
+:class:`Loop` calls a step every ``interval_s`` (the first call at once, or after one
+interval); a step that raises is logged with the loop's name and tried again at the
+next tick, so one bad database read does not end the refresh for good. ``close`` cancels
+the task and waits for it; it is safe to call twice, or before ``start``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+Step = Callable[[], Awaitable[None]]
+
+
+class Loop:
+    def __init__(
+        self,
+        name: str,
+        step: Step,
+        interval_s: float,
+        *,
+        first_now: bool = False,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.step = step
+        self.interval_s = interval_s
+        self.first_now = first_now
+        """Run the first step at once rather than after one interval."""
+        self.on_error = on_error
+        """Called (after the log line) with each step's exception."""
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        if not self.running:
+            self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def _run(self) -> None:
+        if not self.first_now:
+            await asyncio.sleep(self.interval_s)
+        while True:
+            try:
+                await self.step()
+            except Exception as exc:
+                log.exception("%s failed; trying again in %.1fs", self.name, self.interval_s)
+                if self.on_error is not None:
+                    self.on_error(exc)
+            await asyncio.sleep(self.interval_s)
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def cancel(task: asyncio.Task[object] | None) -> None:
+    """Cancel ``task`` (if any) and wait until it has finished."""
+    if task is not None and not task.done():
+        task.cancel()
+    if task is not None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
