@@ -8,7 +8,8 @@ import fcntl
 import logging
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,8 +60,9 @@ async def startup_lock(path: Path) -> AsyncIterator[None]:
 
 
 @dataclass
-class Platform:
-    settings: Settings
+class Parts:
+    """What :meth:`Platform.open` opens, in order; each is closed by the exit stack."""
+
     db: Database
     keys: KeyService
     reconciler: Reconciler
@@ -74,28 +76,46 @@ class Platform:
     governance: Governance
     accounts: AccountService
     watcher: Watcher
-    """The one loop that refreshes the caches above when the database changes."""
-    new_admin_key: str | None = field(default=None)
-    audit: AuditLog = field(init=False)
+    health: HealthChecker
+    tracing: Tracing
     jwt: JwtAuth | None = None
-    """Bearer JWTs from an OIDC issuer, when ``settings.jwt`` is set."""
-    stats: RequestStats = field(default_factory=RequestStats)
-    """Live request statistics of this process, for the dashboard."""
     metrics: Metrics | None = None
-    """Prometheus metrics (None: ``metrics_enabled`` is off)."""
-    tracing: Tracing = field(default_factory=Tracing)
-    observer: Observer = field(init=False)
-    """Records each /v1 request: stats, metrics, its trace's root span, the access log."""
-    gauges: Gauges | None = None
-    health: HealthChecker | None = None
-    """Active health checks of external endpoints that ask for them."""
+    new_admin_key: str | None = None
 
-    def __post_init__(self) -> None:
+
+class Platform:
+    """Every long-lived resource of one server process, fully built by the constructor
+    from the parts :meth:`open` opened. ``close`` closes them in reverse order; so does a
+    failure halfway through ``open``, so nothing is left running."""
+
+    def __init__(self, settings: Settings, parts: Parts, stack: AsyncExitStack) -> None:
+        self.settings = settings
+        self._stack = stack
+        self.db = parts.db
+        self.keys = parts.keys
+        self.reconciler = parts.reconciler
+        self.endpoints = parts.endpoints
+        self.teams = parts.teams
+        self.routes = parts.routes
+        self.secrets = parts.secrets
+        self.router = parts.router
+        self.proxy = parts.proxy
+        self.coord = parts.coord
+        self.governance = parts.governance
+        self.accounts = parts.accounts
+        self.watcher = parts.watcher
+        """The one loop that refreshes the caches above when the database changes."""
+        self.health: HealthChecker | None = parts.health
+        """Active health checks of external endpoints that ask for them."""
+        self.jwt = parts.jwt
+        """Bearer JWTs from an OIDC issuer, when ``settings.jwt`` is set."""
+        self.metrics = parts.metrics
+        """Prometheus metrics (None: ``metrics_enabled`` is off)."""
+        self.tracing = parts.tracing
+        self.new_admin_key = parts.new_admin_key
         self.audit = AuditLog(self.db)
-        self.observer = Observer(self.stats)
-
-    def _observe(self) -> None:
-        """Wire the recorders to the tables that name what they record."""
+        self.stats = RequestStats()
+        """Live request statistics of this process, for the dashboard."""
         self.observer = Observer(
             self.stats,
             self.metrics,
@@ -103,15 +123,18 @@ class Platform:
             route_of=self._route_of,
             team_of=self.teams.name_of,
             log_prompts=self._log_prompts,
-            access_log=self.settings.access_log,
+            access_log=settings.access_log,
         )
+        """Records each /v1 request: stats, metrics, its trace's root span, the access log."""
         self.proxy.metrics = self.metrics
         self.proxy.tracer = self.tracing.tracer
+        self.gauges: Gauges | None = None
         if self.metrics is not None:
             self.gauges = Gauges(
                 self.metrics, self.reconciler, self.router, self.governance, self.teams
             )
             self.gauges.start(METRICS_SAMPLE_S)
+            stack.push_async_callback(self.gauges.close)
 
     def _route_of(self, model: str) -> str | None:
         route = self.proxy.routes.lookup(model)
@@ -126,101 +149,14 @@ class Platform:
         cls, settings: Settings, tracer_provider: TracerProvider | None = None
     ) -> Platform:
         """Open everything; ``tracer_provider`` replaces the one ``otel_endpoint``
-        would configure (its owner shuts it down)."""
-        settings.home.mkdir(parents=True, exist_ok=True)
-        metrics = Metrics() if settings.metrics_enabled else None
-        db = Database(settings.sqlalchemy_url)
-        watcher = Watcher(db, settings.cache_refresh_interval_s)
-        keys = KeyService(db, settings.cache_refresh_interval_s)
-        preset = settings.admin_key.get_secret_value() if settings.admin_key else None
-        # Worker processes start together: one at a time migrates and mints the first key.
-        async with startup_lock(settings.home / "startup.lock"):
-            await db.migrate()
-            new_admin = await keys.bootstrap_admin(settings.admin_key_path, preset)
-        if new_admin:
-            log.warning(
-                "created the first admin key; it is in %s (mode 0600)", settings.admin_key_path
-            )
-        await keys.start()
-        runtime = runtimes.create(
-            "local-shared" if settings.workers > 1 else "local",
-            home=settings.home,
-            engine_threads=settings.engine_threads,
-            start_timeout_s=settings.replica_start_timeout_s,
-            health_interval_s=settings.health_interval_s,
-            backoff_max_s=settings.restart_backoff_max_s,
-            on_restart=metrics.restarted if metrics is not None else None,
-        )
-        reconciler = Reconciler(db, runtime, interval_s=settings.reconcile_interval_s)
-        await reconciler.start()
-        master = master_secret(
-            settings.secret_key.get_secret_value() if settings.secret_key else None,
-            settings.home / "secret.key",
-        )
-        secrets = SecretService(db, master)
-        await secrets.start()
-        teams = TeamService(db)
-        await teams.start()
-        accounts = AccountService(db, teams, keys)
-        await accounts.start()
-        routes = RouteService(db, teams)
-        await routes.sync_declared(settings.routes, reconciler.endpoints)
-        await routes.start()
-        # Teams first: the others name them. Endpoints before routes, which refer to them.
-        watcher.subscribe(teams, accounts, keys, secrets, reconciler, routes)
-        router = Router(lambda: reconciler.endpoints, runtime.replicas)
-        table = RouteTable(lambda: routes.routes, lambda: reconciler.endpoints)
-        shared = coord.create(
-            settings.redis_url or None, cache_max_bytes=settings.response_cache_max_bytes
-        )
-        governance = await Governance.open(
-            settings, db, teams, shared.counters, lambda: reconciler.endpoints, watcher
-        )
-        proxy = Proxy(
-            router,
-            table,
-            timeout_s=settings.upstream_timeout_s,
-            cache=ResponseCache(shared.cache),
-            secrets=secrets.get,
-            governor=governance.gatekeeper if settings.governance_enabled else None,
-        )
-        health = HealthChecker(lambda: reconciler.endpoints, router, proxy.upstream, proxy.session)
-        health.sync()
-        reconciler.followers.append(health.sync)
-        watcher.start()
-        endpoints = EndpointService(reconciler, teams, routes, health=health.state)
-        jwt_auth = None
-        if settings.jwt is not None:
-            jwt_auth = JwtAuth(settings.jwt, teams.id_of, accounts.user_for)
-            await jwt_auth.start()
-        platform = cls(
-            settings,
-            db,
-            keys,
-            reconciler,
-            endpoints,
-            teams,
-            routes,
-            secrets,
-            router,
-            proxy,
-            shared,
-            governance,
-            accounts,
-            watcher,
-            new_admin,
-        )
-        platform.jwt = jwt_auth
-        platform.health = health
-        platform.metrics = metrics
-        platform.tracing = Tracing.configure(
-            settings.otel_endpoint,
-            settings.otel_service_name,
-            settings.otel_sample_ratio,
-            tracer_provider,
-        )
-        platform._observe()
-        return platform
+        would configure (its owner shuts it down). If any part fails to open, the parts
+        opened before it are closed before the error propagates."""
+        stack = AsyncExitStack()
+        try:
+            return cls(settings, await _open_parts(settings, tracer_provider, stack), stack)
+        except BaseException:
+            await stack.aclose()
+            raise
 
     def authenticate(self, authorization: str | None) -> Caller:
         """The caller behind an ``Authorization`` header (an API key, or a JWT when an
@@ -232,18 +168,112 @@ class Platform:
         return self.keys.authenticate(authorization)
 
     async def close(self) -> None:
-        await self.watcher.close()
-        if self.gauges is not None:
-            await self.gauges.close()
-        if self.jwt is not None:
-            await self.jwt.close()
-        await self.governance.close()
-        if self.health is not None:
-            await self.health.close()
-        await self.proxy.close()
-        await self.coord.close()
-        await self.reconciler.close()
-        await self.reconciler.runtime.close()
-        await self.keys.close()
-        await self.db.close()
-        self.tracing.close()
+        await self._stack.aclose()
+
+
+async def _open_parts(
+    settings: Settings, tracer_provider: TracerProvider | None, stack: AsyncExitStack
+) -> Parts:
+    """Open each part and push its close onto ``stack`` at once, so that a failure at
+    any point closes exactly what is open (in reverse order)."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    tracing = Tracing.configure(
+        settings.otel_endpoint,
+        settings.otel_service_name,
+        settings.otel_sample_ratio,
+        tracer_provider,
+    )
+    stack.callback(tracing.close)
+    metrics = Metrics() if settings.metrics_enabled else None
+    db = Database(settings.sqlalchemy_url)
+    stack.push_async_callback(db.close)
+    keys = KeyService(db, settings.cache_refresh_interval_s)
+    preset = settings.admin_key.get_secret_value() if settings.admin_key else None
+    # Worker processes start together: one at a time migrates and mints the first key.
+    async with startup_lock(settings.home / "startup.lock"):
+        await db.migrate()
+        new_admin = await keys.bootstrap_admin(settings.admin_key_path, preset)
+    if new_admin:
+        log.warning("created the first admin key; it is in %s (mode 0600)", settings.admin_key_path)
+    await keys.start()
+    stack.push_async_callback(keys.close)
+    runtime = runtimes.create(
+        "local-shared" if settings.workers > 1 else "local",
+        home=settings.home,
+        engine_threads=settings.engine_threads,
+        start_timeout_s=settings.replica_start_timeout_s,
+        health_interval_s=settings.health_interval_s,
+        backoff_max_s=settings.restart_backoff_max_s,
+        on_restart=metrics.restarted if metrics is not None else None,
+    )
+    stack.push_async_callback(runtime.close)
+    reconciler = Reconciler(db, runtime, interval_s=settings.reconcile_interval_s)
+    stack.push_async_callback(reconciler.close)
+    await reconciler.start()
+    master = master_secret(
+        settings.secret_key.get_secret_value() if settings.secret_key else None,
+        settings.home / "secret.key",
+    )
+    secrets = SecretService(db, master)
+    await secrets.start()
+    teams = TeamService(db)
+    await teams.start()
+    accounts = AccountService(db, teams, keys)
+    await accounts.start()
+    routes = RouteService(db, teams)
+    await routes.sync_declared(settings.routes, reconciler.endpoints)
+    await routes.start()
+    watcher = Watcher(db, settings.cache_refresh_interval_s)
+    stack.push_async_callback(watcher.close)
+    # Teams first: the others name them. Endpoints before routes, which refer to them.
+    watcher.subscribe(teams, accounts, keys, secrets, reconciler, routes)
+    router = Router(lambda: reconciler.endpoints, runtime.replicas)
+    table = RouteTable(lambda: routes.routes, lambda: reconciler.endpoints)
+    shared = coord.create(
+        settings.redis_url or None, cache_max_bytes=settings.response_cache_max_bytes
+    )
+    stack.push_async_callback(shared.close)
+    governance = await Governance.open(
+        settings, db, teams, shared.counters, lambda: reconciler.endpoints, watcher
+    )
+    stack.push_async_callback(governance.close)
+    proxy = Proxy(
+        router,
+        table,
+        timeout_s=settings.upstream_timeout_s,
+        cache=ResponseCache(shared.cache),
+        secrets=secrets.get,
+        governor=governance.gatekeeper if settings.governance_enabled else None,
+    )
+    stack.push_async_callback(proxy.close)
+    health = HealthChecker(lambda: reconciler.endpoints, router, proxy.upstream, proxy.session)
+    stack.push_async_callback(health.close)
+    health.sync()
+    reconciler.followers.append(health.sync)
+    watcher.start()
+    endpoints = EndpointService(reconciler, teams, routes, health=health.state)
+    jwt_auth = None
+    if settings.jwt is not None:
+        jwt_auth = JwtAuth(settings.jwt, teams.id_of, accounts.user_for)
+        stack.push_async_callback(jwt_auth.close)
+        await jwt_auth.start()
+    return Parts(
+        db=db,
+        keys=keys,
+        reconciler=reconciler,
+        endpoints=endpoints,
+        teams=teams,
+        routes=routes,
+        secrets=secrets,
+        router=router,
+        proxy=proxy,
+        coord=shared,
+        governance=governance,
+        accounts=accounts,
+        watcher=watcher,
+        health=health,
+        tracing=tracing,
+        jwt=jwt_auth,
+        metrics=metrics,
+        new_admin_key=new_admin,
+    )
