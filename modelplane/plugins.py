@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 GROUP_PREFIX = "modelplane."
+_UNLOADED = (str, EntryPoint)
+"""What an entry is until first used (a tuple: ``get`` runs on the request path)."""
 
 
 def load_path(path: str) -> object:
@@ -97,7 +99,7 @@ class Registry(Generic[T]):
             entry = self._entries.get(name)
             if entry is None:
                 raise self.unknown(name)
-        if isinstance(entry, str | EntryPoint):
+        if isinstance(entry, _UNLOADED):
             where = entry if isinstance(entry, str) else f"entry point {entry.value}"
             try:
                 obj = load_path(entry) if isinstance(entry, str) else entry.load()
@@ -111,5 +113,5 @@ class Registry(Generic[T]):
     def loaded(self) -> Iterator[tuple[str, T]]:
         """The adapters imported so far (a path nobody used is not imported for this)."""
         for name, entry in list(self._entries.items()):
-            if not isinstance(entry, str | EntryPoint):
+            if not isinstance(entry, _UNLOADED):
                 yield name, entry
