@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -313,3 +314,33 @@ def test_streamed_completion_reports_usage_last(client: OpenAI) -> None:
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens == 6
     assert "".join(c.choices[0].text for c in chunks if c.choices)
+
+
+def test_an_empty_prompt_is_answered_and_holds_no_slot(client: OpenAI, engine: str) -> None:
+    # It tokenizes to nothing with this model (which adds no start token): the batched
+    # decoder then waited forever, so a batch of them wedged the replica.
+    quick = client.with_options(timeout=60)
+    batch = health(engine)["max_batch"]
+    with ThreadPoolExecutor(batch + 1) as pool:
+        answers = list(
+            pool.map(
+                lambda _: quick.completions.create(model="m", prompt="", max_tokens=5),
+                range(batch + 1),
+            )
+        )
+    for r in answers:
+        assert r.choices[0].finish_reason in ("stop", "length")
+        assert r.usage is not None and r.usage.completion_tokens <= 5
+    streamed = list(quick.completions.create(model="m", prompt=[""], max_tokens=5, stream=True))
+    assert streamed[-1].choices[0].finish_reason in ("stop", "length")
+    chat = quick.chat.completions.create(
+        model="m", max_tokens=5, messages=[{"role": "user", "content": ""}]
+    )
+    assert chat.choices[0].finish_reason in ("stop", "length")
+    assert health(engine)["active"] == 0
+    r = quick.chat.completions.create(
+        model="m",
+        max_tokens=20,
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+    )
+    assert "paris" in (r.choices[0].message.content or "").lower()

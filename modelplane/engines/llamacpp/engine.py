@@ -201,9 +201,9 @@ class _LlamaExecutor:
             ) from None
 
     def prepare(self, req: GenerateRequest) -> tuple[list[int], int]:
-        """The prompt's tokens and how many may be generated after them (both
-        executors); a prompt that fills the context is a 400."""
-        tokens = self._prompt_tokens(req)
+        """The prompt's tokens (never none) and how many may be generated after them
+        (both executors); a prompt that fills the context is a 400."""
+        tokens = self._prompt_tokens(req) or self._empty_prompt(req)
         room = self._e.n_ctx - len(tokens)
         if room <= 0:
             raise InvalidRequest(
@@ -213,6 +213,28 @@ class _LlamaExecutor:
                 code="context_length_exceeded",
             )
         return tokens, min(req.params.max_tokens or room, room)
+
+    def _empty_prompt(self, req: GenerateRequest) -> list[int]:
+        """What a prompt of no tokens is decoded from: without a token there are no
+        logits to sample the first one from (the batched decoder waited forever for a
+        prompt token to decode, a wedged slot; the other executor failed).
+
+        OpenAI answers an empty completion prompt ("if a prompt is not specified the
+        model will generate as if from the beginning of a new document"), and
+        llama-cpp-python's server seeded one with the start token, so that is done here
+        rather than refusing it as vLLM does: OpenAI clients expect it to work. A model
+        with no start token begins after its end-of-sequence token, as OpenAI's models
+        begin after the ``<|endoftext|>`` document separator."""
+        llm = self._llm
+        for tok in (llm.token_bos(), llm.token_eos()):
+            if tok != -1:
+                return [int(tok)]
+        raise InvalidRequest(
+            "the prompt is empty after tokenization and this model has no start token "
+            "to generate from; send a non-empty prompt",
+            param="messages" if req.kind == "chat" else "prompt",
+            code="empty_prompt",
+        )
 
     def sampling(self, p: SamplingParams) -> tuple[float, float, int]:
         """Temperature, top-p and seed: the request's, else the endpoint's defaults."""
