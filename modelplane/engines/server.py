@@ -200,9 +200,13 @@ def create_engine_app(engine: Engine) -> FastAPI:
         deltas = engine.generate(req)
         if stream:
             # Pull the first delta before answering, so errors found before generation
-            # (bad schema, context too long, queue full) get a proper status code.
-            first = await anext(aiter(deltas), None)
+            # (bad schema, context too long, queue full) get a proper status code. A
+            # client that leaves meanwhile (queued, or a long prompt) cancels it.
+            finished, first = await until_disconnect(request.receive, anext(deltas, None))
             ttft = time.perf_counter() - started
+            if not finished:
+                metrics.observe(req.kind, 499, ttft)
+                return Response(status_code=499)
 
             def done(last: Delta | None, status: int) -> None:
                 prompt, completion = (

@@ -64,7 +64,12 @@ class LlamaCppEngine:
             chat=True, completions=True, logprobs=True, response_format=True, max_context=self.n_ctx
         )
         self._executor = _LlamaExecutor(self)
-        self._scheduler = Scheduler(self._executor, max_queue=opts.max_queue, name="llamacpp")
+        self._scheduler = Scheduler(
+            self._executor,
+            max_queue=opts.max_queue,
+            name="llamacpp",
+            stall_after_s=opts.stall_timeout_s,
+        )
 
     async def start(self) -> None:
         await self._scheduler.start()
@@ -79,11 +84,8 @@ class LlamaCppEngine:
 
     def health(self) -> dict[str, Any]:
         return {
-            "status": "ok" if self._scheduler.alive else "failed",
+            **self._scheduler.health(),
             "model": self.model_id,
-            "active": self._scheduler.active,
-            "queued": self._scheduler.queued,
-            "served": self._scheduler.served,
             "max_batch": self.options.max_batch,
         }
 
@@ -247,6 +249,8 @@ class _LlamaExecutor:
 
     def _run(self, seq: Sequence) -> None:
         llm, o, p = self._llm, self._e.options, seq.request.params
+        if seq.cancelled:  # its client left while it waited: nothing to decode for
+            return
         tokens, limit = self.prepare(seq.request)
         grammar = self._grammar(p.response_format)
         temp, top_p, seed = self.sampling(p)
@@ -269,6 +273,7 @@ class _LlamaExecutor:
         )
         try:
             for tok in gen:
+                seq.beat()
                 if seq.cancelled:
                     finish = "stop"
                     break
