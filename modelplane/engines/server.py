@@ -239,6 +239,8 @@ def create_engine_app(engine: Engine) -> FastAPI:
     async def chat(request: Request) -> Response:
         request.state.started = time.perf_counter()
         r = await parse(request, ChatCompletionRequest)
+        if not engine.capabilities.tools:
+            r.refuse_tools()
         try:
             messages = tuple(m.plain() for m in r.messages)
         except ValueError as exc:
@@ -248,6 +250,8 @@ def create_engine_app(engine: Engine) -> FastAPI:
             params=r.sampling(),
             messages=messages,
             request_id=request.headers.get("x-request-id", ""),
+            tools=tuple(r.tools or ()),
+            tool_choice=r.tool_choice,
         )
         return await serve(
             request, req, _Shape("chat", r.model or engine.model_id), r.stream, r.include_usage

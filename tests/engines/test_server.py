@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from openai import OpenAI
+from openai import AsyncOpenAI, OpenAI
 
 from modelplane.engines.base import Capabilities, Delta, GenerateRequest
 from modelplane.engines.scheduler import Scheduler, Sequence
@@ -397,8 +397,8 @@ def test_a_client_leaving_before_its_first_token_frees_its_place(engine: str) ->
 
 
 class Named:
-    """A test executor answering with the prompt; ``hold`` makes a step hang, as a
-    wedged model call would."""
+    """A test executor answering with the names of the tools a request offers, or with
+    its prompt; ``hold`` makes a step hang, as a wedged model call would."""
 
     max_batch = 1
 
@@ -417,7 +417,9 @@ class Named:
         self.entered.set()
         self.hold.wait(30)
         for seq in active:
-            seq.emit(Delta(text=seq.request.prompt, finish_reason="stop"))
+            r = seq.request
+            names = [t["function"]["name"] for t in r.tools]
+            seq.emit(Delta(text=",".join(names) if names else r.prompt, finish_reason="stop"))
         return list(active)
 
 
@@ -478,4 +480,51 @@ async def test_a_stalled_model_thread_fails_health_with_a_reason() -> None:
     finally:
         ex.hold.set()
         await http.aclose()
+        await engine.close()
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+def test_a_request_that_needs_a_tool_call_is_refused(client: OpenAI) -> None:
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="m", messages=ask, tools=[WEATHER_TOOL])  # type: ignore[arg-type,list-item]
+    assert isinstance(info.value.body, dict)
+    assert info.value.body["param"] == "tools" and "tools" in info.value.body["message"]
+    assert info.value.body["type"] == "invalid_request_error"
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="m", messages=ask, tool_choice="required")  # type: ignore[arg-type]
+    assert isinstance(info.value.body, dict) and info.value.body["param"] == "tool_choice"
+    # Asking for no tool call is something this engine can honour.
+    r = client.chat.completions.create(
+        model="m",
+        messages=ask,  # type: ignore[arg-type]
+        tools=[],
+        tool_choice="none",
+        max_tokens=3,
+    )
+    assert r.choices[0].message.content
+
+
+async def test_an_engine_that_supports_tools_receives_them() -> None:
+    engine, http = await in_process(Named(), Capabilities(tools=True))
+    client = AsyncOpenAI(base_url="http://engine/v1", api_key="unused", http_client=http)
+    try:
+        r = await client.chat.completions.create(
+            model="m",
+            messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+            tools=[WEATHER_TOOL],  # type: ignore[list-item]
+            tool_choice="auto",
+        )
+        assert r.choices[0].message.content == "get_weather"
+    finally:
+        await client.close()
         await engine.close()
