@@ -180,6 +180,7 @@ class Platform:
             router,
             table,
             timeout_s=settings.upstream_timeout_s,
+            local_timeout_s=settings.local_upstream_timeout_s,
             cache=ResponseCache(shared.cache),
             secrets=secrets.get,
             governor=governance.gatekeeper if settings.governance_enabled else None,
