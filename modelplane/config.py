@@ -163,6 +163,11 @@ class Settings(BaseSettings):
     upstream_timeout_s: float = 600.0
     """Total time a proxied request may take (long generations stream for a while)."""
 
+    local_upstream_timeout_s: float = Field(default=120.0, gt=0)
+    """The same for routes whose every target is an endpoint modelplane runs itself,
+    when shorter: a local replica that stopped answering frees its client after this
+    (a route's ``timeouts.total_s`` overrides both)."""
+
     engine_threads: int = Field(default=0, ge=0)
     """Threads per embedded-engine replica; 0 means all cores divided among replicas."""
 

@@ -35,6 +35,9 @@ class GenerateRequest:
     messages: tuple[dict[str, Any], ...] = ()
     prompt: str = ""
     request_id: str = ""
+    tools: tuple[dict[str, Any], ...] = ()
+    """OpenAI tool definitions; only reach engines whose capabilities include tools."""
+    tool_choice: str | dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,9 @@ class Capabilities:
     completions: bool = True
     logprobs: bool = False
     response_format: bool = False
+    tools: bool = False
+    """Honours ``tools`` and ``tool_choice``; without it the server refuses requests
+    that need a tool call rather than answer them with prose."""
     max_context: int = 0
 
 

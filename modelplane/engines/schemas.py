@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from modelplane.engines.base import SamplingParams
+from modelplane.errors import InvalidRequest
 
 
 class StreamOptions(BaseModel):
@@ -97,6 +98,11 @@ class ChatCompletionRequest(_Common):
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: ResponseFormat | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = None
+    function_call: str | dict[str, Any] | None = None
+    """The deprecated form of ``tools`` and ``tool_choice``."""
 
     @field_validator("top_logprobs")
     @classmethod
@@ -104,6 +110,23 @@ class ChatCompletionRequest(_Common):
         if v and not info.data.get("logprobs"):
             raise ValueError("top_logprobs requires logprobs to be true")
         return v
+
+    def refuse_tools(self) -> None:
+        """For an engine that cannot call tools: a request that needs a tool call is a
+        400 naming the parameter, where ignoring it would answer with prose and 200."""
+        asked = (
+            ("tools", bool(self.tools)),
+            ("tool_choice", self.tool_choice not in (None, "none")),
+            ("functions", bool(self.functions)),
+            ("function_call", self.function_call not in (None, "none")),
+        )
+        for param, needs_a_tool in asked:
+            if needs_a_tool:
+                raise InvalidRequest(
+                    f"'{param}' is not supported: this model cannot call tools; remove it, "
+                    "or send the request to an endpoint whose engine supports tools",
+                    param=param,
+                )
 
     def sampling(self) -> SamplingParams:
         return self._sampling(

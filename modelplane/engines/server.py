@@ -200,9 +200,13 @@ def create_engine_app(engine: Engine) -> FastAPI:
         deltas = engine.generate(req)
         if stream:
             # Pull the first delta before answering, so errors found before generation
-            # (bad schema, context too long, queue full) get a proper status code.
-            first = await anext(aiter(deltas), None)
+            # (bad schema, context too long, queue full) get a proper status code. A
+            # client that leaves meanwhile (queued, or a long prompt) cancels it.
+            finished, first = await until_disconnect(request.receive, anext(deltas, None))
             ttft = time.perf_counter() - started
+            if not finished:
+                metrics.observe(req.kind, 499, ttft)
+                return Response(status_code=499)
 
             def done(last: Delta | None, status: int) -> None:
                 prompt, completion = (
@@ -235,6 +239,8 @@ def create_engine_app(engine: Engine) -> FastAPI:
     async def chat(request: Request) -> Response:
         request.state.started = time.perf_counter()
         r = await parse(request, ChatCompletionRequest)
+        if not engine.capabilities.tools:
+            r.refuse_tools()
         try:
             messages = tuple(m.plain() for m in r.messages)
         except ValueError as exc:
@@ -244,6 +250,8 @@ def create_engine_app(engine: Engine) -> FastAPI:
             params=r.sampling(),
             messages=messages,
             request_id=request.headers.get("x-request-id", ""),
+            tools=tuple(r.tools or ()),
+            tool_choice=r.tool_choice,
         )
         return await serve(
             request, req, _Shape("chat", r.model or engine.model_id), r.stream, r.include_usage

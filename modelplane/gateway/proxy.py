@@ -96,6 +96,7 @@ class Proxy:
         routes: RouteTable,
         *,
         timeout_s: float = 600.0,
+        local_timeout_s: float = 120.0,
         cache: ResponseCache | None = None,
         secrets: Callable[[str], str | None] | None = None,
         governor: Governor | None = None,
@@ -105,6 +106,7 @@ class Proxy:
         self.router = router
         self.routes = routes
         self.timeout_s = timeout_s
+        self.local_timeout_s = local_timeout_s
         self.cache = cache
         self.secrets = secrets
         self.governor: Governor = governor or Open()
@@ -190,7 +192,7 @@ class Proxy:
                 body = None if hit.stream else hit.body
                 return Reply(200, hit.content_type, body, stream, {"x-modelplane-cache": "hit"})
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + (spec.timeouts.total_s or self.timeout_s)
+        deadline = loop.time() + self._total_s(route)[0]
         sticky = None
         if spec.sticky == "key":
             sticky = req.caller.subject
@@ -438,12 +440,28 @@ class Proxy:
     def _timeout(self, route: ResolvedRoute, *, total: bool) -> UpstreamTimeout:
         t = route.spec.timeouts
         if total:
-            limit = t.total_s or self.timeout_s
-            where = "timeouts.total_s" if t.total_s else "MODELPLANE_UPSTREAM_TIMEOUT_S"
+            limit, where = self._total_s(route)
             return UpstreamTimeout(f"'{route.name}' did not answer within {limit:g} s ({where})")
         return UpstreamTimeout(
             f"'{route.name}' did not start answering within {t.ttft_s:g} s (timeouts.ttft_s)"
         )
+
+    def _total_s(self, route: ResolvedRoute) -> tuple[float, str]:
+        """The whole request's limit and the setting it comes from. A route whose every
+        target is a replica modelplane runs gets the shorter local default: one that
+        stopped answering must not hold its client for a provider-sized wait."""
+        if route.spec.timeouts.total_s:
+            return route.spec.timeouts.total_s, "timeouts.total_s"
+        names = [*(t.endpoint for t in route.live), *route.spec.fallbacks]
+        if self.local_timeout_s < self.timeout_s and all(map(self._local, names)):
+            return self.local_timeout_s, "MODELPLANE_LOCAL_UPSTREAM_TIMEOUT_S"
+        return self.timeout_s, "MODELPLANE_UPSTREAM_TIMEOUT_S"
+
+    def _local(self, name: str) -> bool:
+        try:
+            return self.router.endpoint(name).provider is None
+        except ModelNotFound:
+            return False
 
     def _failed(self, url: str, name: str, why: str) -> None:
         ejected = self.router.outliers.failure(url)

@@ -241,6 +241,7 @@ async def _open_parts(
         router,
         table,
         timeout_s=settings.upstream_timeout_s,
+        local_timeout_s=settings.local_upstream_timeout_s,
         cache=ResponseCache(shared.cache),
         secrets=secrets.get,
         governor=governance.gatekeeper if settings.governance_enabled else None,

@@ -10,6 +10,7 @@ import pytest
 from modelplane.engines.base import Delta, GenerateRequest, SamplingParams
 from modelplane.engines.scheduler import Scheduler, Sequence
 from modelplane.errors import InvalidRequest, ModelplaneError, Overloaded
+from tests.helpers import until
 
 
 class Echo:
@@ -134,3 +135,70 @@ async def test_waiting_requests_fail_cleanly_at_shutdown() -> None:
     await closing
     # The running one was cancelled at its next token rather than finished.
     assert await collect(running) == ""
+
+
+async def test_a_request_abandoned_before_its_first_token_leaves_the_queue_at_once() -> None:
+    ex = Echo()
+    sched = Scheduler(ex, max_queue=1)
+    await sched.start()
+    try:
+        ex.gate.clear()
+        running = sched.submit(req("one"))
+        assert await asyncio.to_thread(ex.entered.wait, 5)
+
+        async def consume(prompt: str) -> str:
+            return await collect(sched.submit(req(prompt)))
+
+        # The consumer is cancelled while it waits for its first delta, as the engine
+        # server cancels a request whose client disconnected.
+        abandoned = asyncio.ensure_future(consume("two"))
+        await until(lambda: sched.queued == 1, "the second request to queue")
+        with pytest.raises(Overloaded):
+            sched.submit(req("no room"))
+        abandoned.cancel()
+        await asyncio.wait({abandoned})
+        # Its place is free while the first still runs, not once the first is done.
+        assert sched.queued == 0
+        after = sched.submit(req("three"))
+        ex.gate.set()
+        assert [await collect(s) for s in (running, after)] == ["one", "three"]
+    finally:
+        await sched.close()
+    assert ex.order == ["one", "three"]
+
+
+class Stuck(Echo):
+    """An executor whose step hangs until released, as a wedged model call would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def step(self, active: list[Sequence]) -> list[Sequence]:
+        self.entered.set()
+        self.release.wait(30)
+        return super().step(active)
+
+
+async def test_a_stalled_model_thread_is_reported_and_refuses_work() -> None:
+    ex = Stuck()
+    sched = Scheduler(ex, max_queue=4, stall_after_s=0.2)
+    await sched.start()
+    try:
+        assert sched.problem() is None
+        seq = sched.submit(req("a b"))
+        assert await asyncio.to_thread(ex.entered.wait, 5)
+        await until(lambda: sched.problem() is not None, "the watchdog to notice the stall")
+        state = sched.health()
+        assert state["status"] == "stalled"
+        assert "no progress" in state["reason"] and "requests in flight: 1" in state["reason"]
+        with pytest.raises(Overloaded, match="stalled"):
+            sched.submit(req("more"))
+        ex.release.set()
+        assert await collect(seq) == "ab"
+        # A step that ends is progress: healthy again, and taking work.
+        assert sched.health()["status"] == "ok" and "reason" not in sched.health()
+        assert await collect(sched.submit(req("c"))) == "c"
+    finally:
+        ex.release.set()
+        await sched.close()

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
 import pytest
-from openai import OpenAI
+from openai import AsyncOpenAI, OpenAI
 
-from tests.helpers import COUNTING, LONG, eventually, free_port
+from modelplane.engines.base import Capabilities, Delta, GenerateRequest
+from modelplane.engines.scheduler import Scheduler, Sequence
+from modelplane.engines.server import create_engine_app
+from tests.helpers import COUNTING, LONG, eventually, free_port, until
 
 
 def start_engine(workdir: Path, max_batch: int = 1) -> tuple[str, subprocess.Popen[bytes]]:
@@ -313,3 +320,211 @@ def test_streamed_completion_reports_usage_last(client: OpenAI) -> None:
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens == 6
     assert "".join(c.choices[0].text for c in chunks if c.choices)
+
+
+def test_an_empty_prompt_is_answered_and_holds_no_slot(client: OpenAI, engine: str) -> None:
+    # It tokenizes to nothing with this model (which adds no start token): the batched
+    # decoder then waited forever, so a batch of them wedged the replica.
+    quick = client.with_options(timeout=60)
+    batch = health(engine)["max_batch"]
+    with ThreadPoolExecutor(batch + 1) as pool:
+        answers = list(
+            pool.map(
+                lambda _: quick.completions.create(model="m", prompt="", max_tokens=5),
+                range(batch + 1),
+            )
+        )
+    for r in answers:
+        assert r.choices[0].finish_reason in ("stop", "length")
+        assert r.usage is not None and r.usage.completion_tokens <= 5
+    streamed = list(quick.completions.create(model="m", prompt=[""], max_tokens=5, stream=True))
+    assert streamed[-1].choices[0].finish_reason in ("stop", "length")
+    chat = quick.chat.completions.create(
+        model="m", max_tokens=5, messages=[{"role": "user", "content": ""}]
+    )
+    assert chat.choices[0].finish_reason in ("stop", "length")
+    assert health(engine)["active"] == 0
+    r = quick.chat.completions.create(
+        model="m",
+        max_tokens=20,
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+    )
+    assert "paris" in (r.choices[0].message.content or "").lower()
+
+
+def test_a_client_leaving_before_its_first_token_frees_its_place(engine: str) -> None:
+    body = {"model": "m", **LONG, "temperature": 0, "stream": True}
+    stop = threading.Event()
+
+    def occupy() -> None:
+        with (
+            httpx.Client(timeout=60) as http,
+            http.stream("POST", engine + "/v1/completions", json=body) as resp,
+        ):
+            assert resp.status_code == 200
+            stop.wait(30)
+
+    batch = health(engine)["max_batch"]
+    threads = [threading.Thread(target=occupy) for _ in range(batch)]
+    try:
+        for t in threads:
+            t.start()
+        eventually(lambda: health(engine)["active"] == batch, timeout=10, what="a full batch")
+        # A streamed request that can only wait behind the batch: nothing has been
+        # generated for it, so no response has started when its client goes.
+        raw = json.dumps(body).encode()
+        url = httpx.URL(engine)
+        with socket.create_connection((url.host, url.port or 80), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/completions HTTP/1.1\r\nhost: engine\r\n"
+                b"content-type: application/json\r\n"
+                + f"content-length: {len(raw)}\r\n\r\n".encode()
+                + raw
+            )
+            eventually(lambda: health(engine)["queued"] == 1, timeout=10, what="it to queue")
+        # Freed at once, while the batch it waited for still runs (3000 tokens each).
+        eventually(
+            lambda: health(engine)["queued"] == 0,
+            timeout=5,
+            what="the abandoned request to leave the queue",
+        )
+        assert health(engine)["active"] == batch
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    eventually(lambda: health(engine)["active"] == 0, timeout=10, what="the engine to drain")
+
+
+class Named:
+    """A test executor answering with the names of the tools a request offers, or with
+    its prompt; ``hold`` makes a step hang, as a wedged model call would."""
+
+    max_batch = 1
+
+    def __init__(self) -> None:
+        self.hold = threading.Event()
+        self.hold.set()
+        self.entered = threading.Event()
+
+    def load(self) -> None:
+        pass
+
+    def unload(self) -> None:
+        pass
+
+    def step(self, active: list[Sequence]) -> list[Sequence]:
+        self.entered.set()
+        self.hold.wait(30)
+        for seq in active:
+            r = seq.request
+            names = [t["function"]["name"] for t in r.tools]
+            seq.emit(Delta(text=",".join(names) if names else r.prompt, finish_reason="stop"))
+        return list(active)
+
+
+class SchedulerEngine:
+    """A test engine: the real scheduler around a test executor, served in process."""
+
+    model_id = "scripted"
+
+    def __init__(self, executor: Named, capabilities: Capabilities, stall_after_s: float) -> None:
+        self.capabilities = capabilities
+        self.scheduler = Scheduler(executor, max_queue=4, stall_after_s=stall_after_s)
+
+    async def start(self) -> None:
+        await self.scheduler.start()
+
+    async def close(self) -> None:
+        await self.scheduler.close()
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[Delta]:
+        async for delta in self.scheduler.submit(request).deltas():
+            yield delta
+
+    def health(self) -> dict[str, Any]:
+        return self.scheduler.health()
+
+
+async def in_process(
+    executor: Named, capabilities: Capabilities = Capabilities(), stall_after_s: float = 120.0
+) -> tuple[SchedulerEngine, httpx.AsyncClient]:
+    engine = SchedulerEngine(executor, capabilities, stall_after_s)
+    await engine.start()  # the ASGI transport runs no lifespan
+    transport = httpx.ASGITransport(app=create_engine_app(engine))
+    return engine, httpx.AsyncClient(transport=transport, base_url="http://engine", timeout=30)
+
+
+async def test_a_stalled_model_thread_fails_health_with_a_reason() -> None:
+    ex = Named()
+    engine, http = await in_process(ex, stall_after_s=0.2)
+    try:
+        assert (await http.get("/health")).status_code == 200
+        ex.hold.clear()
+        pending = asyncio.ensure_future(
+            http.post("/v1/completions", json={"model": "m", "prompt": "hello"})
+        )
+        assert await asyncio.to_thread(ex.entered.wait, 5)
+        await until(lambda: engine.scheduler.problem() is not None, "the watchdog")
+        r = await http.get("/health")
+        # Non-200 is what the local runtime restarts a replica on.
+        assert r.status_code == 503
+        assert r.json()["status"] == "stalled" and "no progress" in r.json()["reason"]
+        refused = await http.post("/v1/completions", json={"model": "m", "prompt": "more"})
+        assert refused.status_code == 503
+        assert refused.json()["error"]["type"] == "overloaded_error"
+        ex.hold.set()
+        answer = await pending
+        assert answer.status_code == 200 and answer.json()["choices"][0]["text"] == "hello"
+        assert (await http.get("/health")).status_code == 200
+    finally:
+        ex.hold.set()
+        await http.aclose()
+        await engine.close()
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+def test_a_request_that_needs_a_tool_call_is_refused(client: OpenAI) -> None:
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="m", messages=ask, tools=[WEATHER_TOOL])  # type: ignore[arg-type,list-item]
+    assert isinstance(info.value.body, dict)
+    assert info.value.body["param"] == "tools" and "tools" in info.value.body["message"]
+    assert info.value.body["type"] == "invalid_request_error"
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="m", messages=ask, tool_choice="required")  # type: ignore[arg-type]
+    assert isinstance(info.value.body, dict) and info.value.body["param"] == "tool_choice"
+    # Asking for no tool call is something this engine can honour.
+    r = client.chat.completions.create(
+        model="m",
+        messages=ask,  # type: ignore[arg-type]
+        tools=[],
+        tool_choice="none",
+        max_tokens=3,
+    )
+    assert r.choices[0].message.content
+
+
+async def test_an_engine_that_supports_tools_receives_them() -> None:
+    engine, http = await in_process(Named(), Capabilities(tools=True))
+    client = AsyncOpenAI(base_url="http://engine/v1", api_key="unused", http_client=http)
+    try:
+        r = await client.chat.completions.create(
+            model="m",
+            messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+            tools=[WEATHER_TOOL],  # type: ignore[list-item]
+            tool_choice="auto",
+        )
+        assert r.choices[0].message.content == "get_weather"
+    finally:
+        await client.close()
+        await engine.close()

@@ -158,8 +158,18 @@ class BatchedDecoder:
 
     def step(self, active: list[Sequence]) -> list[Sequence]:
         finished: list[Sequence] = []
+        # Slots of sequences the scheduler no longer holds (it failed them after an
+        # error in an earlier step) are freed, or they would fill the batch for good.
+        live = {id(seq) for seq in active}
+        for key in [k for k in self._slots if k not in live]:
+            slot = self._slots.pop(key)
+            L.llama_sampler_free(slot.sampler)
+            self._history.pop(slot.sid, None)  # its cache may differ from that now
         for seq in active:
             if id(seq) not in self._slots:
+                if seq.cancelled:  # its client left before it started
+                    finished.append(seq)
+                    continue
                 try:
                     self._admit(seq)
                 except InvalidRequest as exc:
@@ -193,6 +203,10 @@ class BatchedDecoder:
                 n += 1
             if n >= N_BATCH:
                 break
+        if not n and not any(slot.done for slot in self._slots.values()) and self._slots:
+            # A step must decode a token or end a sequence; one that does neither would
+            # be repeated forever by the scheduler at full CPU.
+            raise RuntimeError("a batched step advanced no sequence")
         if n:
             b.n_tokens = n
             rc = L.llama_decode(self._ctx, b)

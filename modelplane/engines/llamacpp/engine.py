@@ -64,7 +64,12 @@ class LlamaCppEngine:
             chat=True, completions=True, logprobs=True, response_format=True, max_context=self.n_ctx
         )
         self._executor = _LlamaExecutor(self)
-        self._scheduler = Scheduler(self._executor, max_queue=opts.max_queue, name="llamacpp")
+        self._scheduler = Scheduler(
+            self._executor,
+            max_queue=opts.max_queue,
+            name="llamacpp",
+            stall_after_s=opts.stall_timeout_s,
+        )
 
     async def start(self) -> None:
         await self._scheduler.start()
@@ -79,11 +84,8 @@ class LlamaCppEngine:
 
     def health(self) -> dict[str, Any]:
         return {
-            "status": "ok" if self._scheduler.alive else "failed",
+            **self._scheduler.health(),
             "model": self.model_id,
-            "active": self._scheduler.active,
-            "queued": self._scheduler.queued,
-            "served": self._scheduler.served,
             "max_batch": self.options.max_batch,
         }
 
@@ -201,9 +203,9 @@ class _LlamaExecutor:
             ) from None
 
     def prepare(self, req: GenerateRequest) -> tuple[list[int], int]:
-        """The prompt's tokens and how many may be generated after them (both
-        executors); a prompt that fills the context is a 400."""
-        tokens = self._prompt_tokens(req)
+        """The prompt's tokens (never none) and how many may be generated after them
+        (both executors); a prompt that fills the context is a 400."""
+        tokens = self._prompt_tokens(req) or self._empty_prompt(req)
         room = self._e.n_ctx - len(tokens)
         if room <= 0:
             raise InvalidRequest(
@@ -213,6 +215,28 @@ class _LlamaExecutor:
                 code="context_length_exceeded",
             )
         return tokens, min(req.params.max_tokens or room, room)
+
+    def _empty_prompt(self, req: GenerateRequest) -> list[int]:
+        """What a prompt of no tokens is decoded from: without a token there are no
+        logits to sample the first one from (the batched decoder waited forever for a
+        prompt token to decode, a wedged slot; the other executor failed).
+
+        OpenAI answers an empty completion prompt ("if a prompt is not specified the
+        model will generate as if from the beginning of a new document"), and
+        llama-cpp-python's server seeded one with the start token, so that is done here
+        rather than refusing it as vLLM does: OpenAI clients expect it to work. A model
+        with no start token begins after its end-of-sequence token, as OpenAI's models
+        begin after the ``<|endoftext|>`` document separator."""
+        llm = self._llm
+        for tok in (llm.token_bos(), llm.token_eos()):
+            if tok != -1:
+                return [int(tok)]
+        raise InvalidRequest(
+            "the prompt is empty after tokenization and this model has no start token "
+            "to generate from; send a non-empty prompt",
+            param="messages" if req.kind == "chat" else "prompt",
+            code="empty_prompt",
+        )
 
     def sampling(self, p: SamplingParams) -> tuple[float, float, int]:
         """Temperature, top-p and seed: the request's, else the endpoint's defaults."""
@@ -225,6 +249,8 @@ class _LlamaExecutor:
 
     def _run(self, seq: Sequence) -> None:
         llm, o, p = self._llm, self._e.options, seq.request.params
+        if seq.cancelled:  # its client left while it waited: nothing to decode for
+            return
         tokens, limit = self.prepare(seq.request)
         grammar = self._grammar(p.response_format)
         temp, top_p, seed = self.sampling(p)
@@ -247,6 +273,7 @@ class _LlamaExecutor:
         )
         try:
             for tok in gen:
+                seq.beat()
                 if seq.cancelled:
                     finish = "stop"
                     break

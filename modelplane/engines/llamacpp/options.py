@@ -39,6 +39,11 @@ class LlamaCppOptions(BaseModel):
     more: higher throughput under concurrency, a KV cache of ``n_ctx`` per sequence)."""
     max_queue: int = Field(default=64, ge=0)
     """Requests waiting beyond this many are refused with 503 and ``retry-after``."""
+    stall_timeout_s: float = Field(default=120.0, gt=0)
+    """The model thread holding requests without finishing a step or generating a
+    token for this long makes ``/health`` fail, so the runtime replaces the replica.
+    It must exceed the longest prompt evaluation (one at a time, a whole prompt is one
+    step; batched, at most 512 of its tokens are)."""
     nice: int = Field(default=5, ge=0, le=19)
     """How much lower the decode threads' CPU priority is than the request path's."""
     extra_buffers: bool = False
