@@ -95,7 +95,7 @@ def test_the_instruction_count_benchmark_compares_checkouts(tmp_path: Path) -> N
     if shutil.which("valgrind") is None:
         pytest.skip("valgrind is not installed")
     shutil.copytree(ROOT / "modelplane", tmp_path / "modelplane")
-    fastpath = tmp_path / "modelplane" / "api" / "fastpath.py"
+    fastpath = tmp_path / "modelplane" / "server" / "fastpath.py"
     code = fastpath.read_text()
     anchor = "    headers: dict[str, str] = {}\n"
     assert anchor in code

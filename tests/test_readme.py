@@ -1,4 +1,5 @@
-"""The README's two quick-start commands exist, and CI runs the second one."""
+"""The README's two quick-start commands exist, CI runs the second one, and the facts it
+states about the bundled model are the code's."""
 
 from __future__ import annotations
 
@@ -39,3 +40,19 @@ def test_check_script_lints_types_and_tests() -> None:
         "-m pytest",
     ):
         assert tool in script, tool
+
+
+def test_the_bundled_models_defaults_are_the_ones_the_code_uses() -> None:
+    """The endpoint options table states the bundled model's sampling defaults; they
+    are the values ``engines/bundled.py`` sends for requests that set none."""
+    from modelplane.engines.bundled import SMOLLM2
+
+    readme = (ROOT / "README.md").read_text()
+    stated: dict[str, float] = {}
+    for names, values in re.findall(r"^\| (`[^|]+`) \| bundled(?: model)?: ([^;|]+)", readme, re.M):
+        keys = re.findall(r"`(\w+)`", names)
+        numbers = [v.strip() for v in values.split(",")]
+        if len(keys) == len(numbers) and all(re.fullmatch(r"[\d.]+", n) for n in numbers):
+            stated.update(zip(keys, map(float, numbers), strict=True))
+    for key in ("temperature", "top_p", "repeat_penalty", "frequency_penalty"):
+        assert stated[key] == SMOLLM2.defaults[key], key

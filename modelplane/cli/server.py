@@ -20,7 +20,7 @@ from modelplane.control.keys import BOOTSTRAP
 from modelplane.errors import first_invalid
 from modelplane.server.app import create_app
 from modelplane.server.platform import Platform
-from modelplane.server.protocol import GatewayProtocol
+from modelplane.server.protocol import http_protocol
 from modelplane.telemetry.logging import configure
 from modelplane.telemetry.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 
@@ -80,7 +80,7 @@ def _server(settings: Settings) -> tuple[uvicorn.Server, FastAPI]:
         access_log=False,
         proxy_headers=False,  # client addresses are not used; skip the middleware
         timeout_graceful_shutdown=10,
-        http=GatewayProtocol,
+        http=http_protocol(),
     )
     return uvicorn.Server(config), app
 
@@ -122,7 +122,7 @@ def serve(host: Host = None, port: Port = None, workers: Workers = None) -> None
         access_log=False,
         proxy_headers=False,
         timeout_graceful_shutdown=10,
-        http=GatewayProtocol,
+        http=http_protocol(),
     )
 
 

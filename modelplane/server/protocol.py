@@ -18,23 +18,44 @@ pipelined request behind one still in progress, an upgrade, a server with
 A client that disconnects cancels its exchange at once (uvicorn reports the lost
 connection to the cycle's event, which here is the exchange itself).
 
-It depends on uvicorn's ``HttpToolsProtocol`` internals (the parser callbacks, the
-``cycle`` it drives), which is why ``pyproject.toml`` bounds uvicorn's version and
-``tests/api/test_protocol.py`` covers each of them.
+Why a subclass of uvicorn's private ``HttpToolsProtocol`` rather than a server of our
+own: keep-alive, pipelining, flow control, timeouts, graceful shutdown and ASGI for
+every other route are most of an HTTP/1.1 server, and uvicorn's are tested far beyond
+what we would write. The price is a dependency on names uvicorn does not promise (the
+parser callbacks, the ``cycle`` they drive, ``STATUS_LINE``, ``HIGH_WATER_LIMIT``), so
+it is made safe twice over: ``http_protocol()`` (what ``modelplane serve`` passes to
+uvicorn) first drives this protocol through three requests on a stand-in transport,
+and on any surprise logs a warning and serves with uvicorn's own protocol instead
+(every request through ASGI: the same answers, about a quarter more CPU); and CI runs
+``tests/server`` against the newest uvicorn release as well as the installed one
+(``scripts/newest_uvicorn.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
-from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+import uvicorn
 
-from modelplane.server.fastpath import KINDS, FastPath, error_parts, header_dict
+from modelplane.server.fastpath import KINDS, FastPath, Out, error_parts, header_dict
 from modelplane.server.middleware import given_request_id, length_over, mint_request_id, too_large
 from modelplane.telemetry.logging import request_id_var
+
+try:
+    from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
+    from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+except ImportError as exc:  # a uvicorn (or no httptools) without them: see http_protocol()
+    MISSING: str | None = f"{type(exc).__name__}: {exc}"
+    if not TYPE_CHECKING:  # stand-ins, so that the class below can be defined, never used
+        HIGH_WATER_LIMIT, STATUS_LINE, HttpToolsProtocol = 65536, {}, asyncio.Protocol
+else:
+    MISSING = None
+
+log = logging.getLogger(__name__)
 
 RAW_PATHS = {path.encode(): path for path in KINDS}
 
@@ -210,3 +231,158 @@ class Exchange:
         if not self.keep_alive:
             self.protocol.transport.close()
         self.protocol.on_response_complete()
+
+
+def http_protocol() -> type[asyncio.Protocol] | Literal["auto"]:
+    """What ``modelplane serve`` passes as ``uvicorn.Config(http=...)``: this module's
+    protocol when the installed uvicorn still has the internals it builds on, else
+    uvicorn's own choice, with a warning that says why."""
+    why = problem()
+    if why is None:
+        return GatewayProtocol
+    log.warning(
+        "uvicorn %s lacks the internals modelplane's HTTP protocol builds on (%s): serving "
+        "every request through uvicorn's own protocol and ASGI instead (the same answers, "
+        "about a quarter more CPU a request)",
+        uvicorn.__version__,
+        why,
+    )
+    return "auto"
+
+
+def problem() -> str | None:
+    """Why ``GatewayProtocol`` cannot run on the installed uvicorn, or ``None``.
+
+    Drives one protocol through a whole answer, a stream and a client that leaves, on a
+    stand-in transport in an event loop of its own (in a thread: the caller may be in
+    one), and compares what it wrote byte for byte. A few milliseconds, once a process."""
+    if MISSING is not None:
+        return MISSING
+    found: list[str | None] = []
+
+    def run() -> None:
+        try:
+            found.append(asyncio.run(_probe()))
+        except Exception as exc:  # any surprise is a reason not to use it
+            found.append(f"{type(exc).__name__}: {exc}")
+
+    thread = threading.Thread(target=run, name="modelplane-protocol-check")
+    thread.start()
+    thread.join()
+    return found[0] if found else "the check did not finish"
+
+
+_QUIET = logging.getLogger(f"{__name__}.probe")
+_QUIET.disabled = True
+
+
+class _Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 2), "sockname": ("127.0.0.1", 1)}.get(name, default)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+class _ProbeFast:
+    """Stands in for ``FastPath``: echoes the body, whole or as a two-chunk stream, or
+    holds the request until the client leaves."""
+
+    limit = 1 << 20
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    async def exchange(
+        self,
+        kind: Any,
+        path: str,
+        rid: str,
+        headers: Mapping[str, str],
+        body_of: Callable[[], Awaitable[bytes]],
+        out: Out,
+    ) -> None:
+        body = await body_of()
+        if headers.get("x-probe") == "whole":
+            await out.answer(200, [(b"content-length", b"%d" % len(body))], body)
+        elif headers.get("x-probe") == "stream":
+            await out.stream(200, [], _chunks(body))
+        else:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled = True
+                raise
+
+
+async def _chunks(body: bytes) -> AsyncIterator[bytes]:
+    yield body[:2]
+    yield body[2:]
+
+
+class _ProbeApp:
+    def __init__(self) -> None:
+        self.fast_path = _ProbeFast()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 500, "headers": []})
+        await send({"type": "http.response.body", "body": b"through ASGI"})
+
+
+async def _probe() -> str | None:
+    from uvicorn.server import ServerState
+
+    app = _ProbeApp()
+    config = uvicorn.Config(
+        app, http=GatewayProtocol, ws="none", log_config=None, lifespan="off", proxy_headers=False
+    )
+    state = ServerState()
+    protocol = GatewayProtocol(config=config, server_state=state, app_state={})
+    protocol.logger = _QUIET  # uvicorn's warnings about the probe's own requests
+    transport = _Transport()
+    protocol.connection_made(transport)
+    body = b'{"probe": 1}'
+    expected = {
+        "whole": b"HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n" + body,
+        "stream": b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        b'2\r\n{"\r\na\r\nprobe": 1}\r\n0\r\n\r\n',
+        "hold": b"",
+    }
+    for probe, answer in expected.items():
+        head = f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-probe: {probe}\r\n"
+        protocol.data_received(f"{head}content-length: {len(body)}\r\n\r\n".encode())
+        protocol.data_received(body[:5])  # the body in two parts, as a socket may give it
+        protocol.data_received(body[5:])
+        if not isinstance(protocol.cycle, Exchange):
+            return "a POST to the OpenAI routes did not start an exchange"
+        tasks = list(state.tasks)
+        if probe == "hold":
+            await asyncio.sleep(0)  # the exchange's task reaches its wait
+            protocol.connection_lost(None)
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        if transport.written != answer:
+            return f"the {probe} answer read {bytes(transport.written)[:120]!r}"
+        transport.written.clear()
+    if not app.fast_path.cancelled:
+        return "a client that left did not cancel its exchange"
+    if not callable(getattr(protocol.flow, "resume_reading", None)):
+        return "flow control has no resume_reading"
+    return None

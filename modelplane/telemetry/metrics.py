@@ -53,7 +53,6 @@ MAX_VALUES = 200
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
-JOB_STATES = ("queued", "running")
 FLUSH_EVERY = 256
 """Requests kept in plain Python at most before they are written to the metrics."""
 
@@ -297,14 +296,6 @@ class Metrics:
             ("scope", "name"),
             mode="mostrecent",
         )
-        self.jobs = r.gauge(
-            "modelplane_jobs",
-            "Jobs by state (always 0: batch, fine-tuning and evaluation jobs do not exist yet)",
-            ("state",),
-            mode="mostrecent",
-        )
-        for state in JOB_STATES:
-            self.jobs.labels(state).set(0)
         self.routes = Bounded()
         self.endpoints = Bounded()
         self.teams = Bounded()
