@@ -163,6 +163,11 @@ class Settings(BaseSettings):
     upstream_timeout_s: float = 600.0
     """Total time a proxied request may take (long generations stream for a while)."""
 
+    max_replicas_per_endpoint: int = Field(default=64, ge=1, le=10_000)
+    """The most replicas one endpoint may ask for (its ``replicas`` and its
+    ``autoscaling.max_replicas``); a write above it is refused with a 400. Endpoints
+    stored before it was lowered keep what they have until they are changed."""
+
     engine_threads: int = Field(default=0, ge=0)
     """Threads per embedded-engine replica; 0 means all cores divided among replicas."""
 

@@ -63,6 +63,10 @@ class Capabilities:
     logprobs: bool = False
     response_format: bool = False
     max_context: int = 0
+    embeddings: bool = False
+    """Answers ``/v1/embeddings``."""
+    lora: bool = False
+    """Serves LoRA adapters (an endpoint's ``adapters``) beside its base model."""
 
 
 class Engine(Protocol):
