@@ -81,7 +81,13 @@ class EndpointSpec(BaseModel):
         if external:
             provider = _provider(rest)
             if resources or autoscaling is not None or adapters:
-                field = "resources" if resources else "autoscaling" if autoscaling else "adapters"
+                field = (
+                    "resources"
+                    if resources
+                    else "autoscaling"
+                    if autoscaling is not None
+                    else "adapters"
+                )
                 raise InvalidRequest(
                     f"{field} are for endpoints modelplane runs; an external endpoint's "
                     "provider runs the model",
@@ -200,7 +206,7 @@ def _section(field: str, parse: Any, value: object) -> Any:
         return parse(value)
     except ValidationError as exc:
         where, why = first_invalid(exc.errors())
-        param = field if where == "body" else f"{field}.{where}"
+        param = field if where == "body" else f"{field}{'' if where[0] == '[' else '.'}{where}"
         raise InvalidRequest(f"{param}: {why}", param=param) from None
 
 
