@@ -167,6 +167,10 @@ class Settings(BaseSettings):
     """The same for routes whose every target is an endpoint modelplane runs itself,
     when shorter: a local replica that stopped answering frees its client after this
     (a route's ``timeouts.total_s`` overrides both)."""
+    max_replicas_per_endpoint: int = Field(default=16, ge=1, le=10_000)
+    """The most replicas one endpoint may ask for (its ``replicas`` and its
+    ``autoscaling.max_replicas``); a write above it is refused with a 400. Endpoints
+    stored before it was lowered keep what they have until they are changed."""
 
     engine_threads: int = Field(default=0, ge=0)
     """Threads per embedded-engine replica; 0 means all cores divided among replicas."""

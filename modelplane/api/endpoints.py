@@ -18,7 +18,7 @@ router = APIRouter(prefix="/api/endpoints", tags=["endpoints"])
 
 @router.post("", status_code=201)
 async def create(body: EndpointCreate, p: PlatformDep, who: WriteDep) -> dict[str, Any]:
-    ep = await p.endpoints.create(who, **body.model_dump())
+    ep = await p.endpoints.create(who, **body.fields())
     return p.endpoints.view(ep)
 
 

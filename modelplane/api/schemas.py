@@ -5,42 +5,41 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from modelplane.errors import first_invalid
-from modelplane.gateway.balancing import BalancingConfig
-from modelplane.gateway.gatekeeper import Price
-from modelplane.gateway.health import HealthCheck
-from modelplane.gateway.limits import RateLimits
-from modelplane.gateway.router import QueueConfig
 from modelplane.identity import Role, Scope
+from modelplane.spec import Adapter, Autoscaling, GatewayOptions, RateLimits, Resources
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _check_balancing(options: dict[str, Any] | None) -> dict[str, Any] | None:
+def _check_options(options: dict[str, Any] | None) -> dict[str, Any] | None:
     """The gateway's own options (``balancing``, ``queue``, ``limits``, ``price``,
-    ``log_prompts``, ``health_check``) are checked here; the engine's are checked by the
-    engine when the endpoint is written, and whether a provider's health check needs a
-    ``path`` by the endpoint service, which knows the provider."""
-    for name, parse in (
-        ("balancing", BalancingConfig.parse),
-        ("queue", QueueConfig.model_validate),
-        ("limits", RateLimits.model_validate),
-        ("price", Price.model_validate),
-        ("health_check", HealthCheck.model_validate),
-    ):
-        if options and name in options:
-            try:
-                parse(options[name])
-            except ValidationError as exc:
-                where, why = first_invalid(exc.errors())
-                raise ValueError(f"{name}.{where}: {why}" if where else f"{name}: {why}") from None
-    if options and not isinstance(options.get("log_prompts", False), bool):
-        raise ValueError("log_prompts: must be true or false")
+    ``log_prompts``, ``health_check``), by the spec; the endpoint service checks the rest
+    (the engine's or the provider's) when the endpoint is written."""
+    if options:
+        GatewayOptions.parse(options)
     return options
+
+
+_SECTIONS: dict[str, Any] = {"resources": {}, "autoscaling": None, "adapters": []}
+"""The spec's sections of an endpoint body, and what each is when absent."""
+
+
+def _sections(body: BaseModel) -> dict[str, Any]:
+    """``resources``, ``autoscaling`` and ``adapters`` as stored: only what was set."""
+    out: dict[str, Any] = {}
+    for name in _SECTIONS:
+        value = getattr(body, name)
+        if isinstance(value, list):
+            out[name] = [a.model_dump(exclude_none=True) for a in value]
+        elif isinstance(value, BaseModel):
+            out[name] = value.model_dump(exclude_defaults=name == "resources")
+        else:
+            out[name] = value
+    return out
 
 
 class EndpointCreate(_Strict):
@@ -58,8 +57,21 @@ class EndpointCreate(_Strict):
     shared_with: list[str] | None = None
     """Team names that may use it too, or ``["*"]`` for all; default: the platform's
     endpoints are shared with everyone, a team's with nobody."""
+    resources: Resources | None = None
+    """What one replica needs: ``cpu`` (cores), ``memory`` (``4Gi`` or bytes), ``gpus``,
+    ``gpu_type``, ``node_selector``, ``tolerations``."""
+    autoscaling: Autoscaling | None = None
+    """Replica bounds for whoever scales the endpoint: ``min_replicas``,
+    ``max_replicas``, ``target_in_flight`` per replica, ``scale_down_idle_s``."""
+    adapters: list[Adapter] | None = None
+    """LoRA adapters served beside the model: ``name`` (unique), ``source`` (a path,
+    ``file:<id>`` or ``hf://owner/repo``), ``scale``; needs an engine that serves them."""
 
-    _balancing = field_validator("options")(_check_balancing)
+    _options = field_validator("options")(_check_options)
+
+    def fields(self) -> dict[str, Any]:
+        """The body as the endpoint service takes it (the spec's sections as JSON)."""
+        return {**self.model_dump(exclude=set(_SECTIONS)), **_sections(self)}
 
 
 class EndpointPatch(_Strict):
@@ -68,11 +80,21 @@ class EndpointPatch(_Strict):
     replicas: int | None = Field(default=None, ge=0)
     options: dict[str, Any] | None = None
     shared_with: list[str] | None = None
+    resources: Resources | None = None
+    """Replaces what one replica needs; ``null`` or ``{}``: nothing asked for."""
+    autoscaling: Autoscaling | None = None
+    """Replaces the replica bounds; ``null`` removes them."""
+    adapters: list[Adapter] | None = None
+    """Replaces the adapters; ``[]`` or ``null`` removes them."""
 
-    _balancing = field_validator("options")(_check_balancing)
+    _options = field_validator("options")(_check_options)
 
     def changes(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
+        changes = self.model_dump(exclude_none=True, exclude=set(_SECTIONS))
+        for name, value in _sections(self).items():
+            if name in self.model_fields_set:  # sent as null: cleared, not left alone
+                changes[name] = _SECTIONS[name] if value is None else value
+        return changes
 
 
 class KeyCreate(_Strict):

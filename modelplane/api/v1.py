@@ -8,8 +8,9 @@ from typing import Any
 from fastapi import APIRouter
 
 from modelplane.api.deps import InferenceDep, PlatformDep
-from modelplane.api.openai_schema import ModelList
+from modelplane.api.openai_schema import Model, ModelList
 from modelplane.api.openapi import BEARER, TAG
+from modelplane.errors import ModelNotFound
 
 router = APIRouter(prefix="/v1", tags=[TAG])
 
@@ -31,3 +32,21 @@ async def models(platform: PlatformDep, caller: InferenceDep) -> dict[str, Any]:
             for name in platform.proxy.routes.names(caller.can_read)
         ],
     }
+
+
+@router.get(
+    "/models/{model:path}",
+    openapi_extra=BEARER,
+    response_model=None,
+    responses={200: {"model": Model}},
+)
+async def model(model: str, platform: PlatformDep, caller: InferenceDep) -> dict[str, Any]:
+    """One model of ``GET /v1/models``; another team's private one reads as missing."""
+    route = platform.proxy.routes.lookup(model)
+    if route is None or not caller.can_read(route.owner):
+        raise ModelNotFound(model)
+    try:
+        created = int(platform.router.endpoint(model).created_at.timestamp())
+    except ModelNotFound:
+        created = 0  # a route or an alias, not an endpoint: as GET /v1/models says
+    return {"id": model, "object": "model", "created": created, "owned_by": "modelplane"}

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
-
-from pydantic import ValidationError
 
 from modelplane.control.audit import AuditLog
 from modelplane.control.names import NAME
@@ -14,77 +11,54 @@ from modelplane.control.reconciler import Reconciler
 from modelplane.control.routes import RouteService
 from modelplane.control.teams import TeamService
 from modelplane.engines import registry as engines
-from modelplane.errors import Conflict, InvalidRequest, NotFound, PermissionDenied, first_invalid
-from modelplane.gateway.health import Health, HealthCheck
+from modelplane.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
+from modelplane.gateway import balancing
+from modelplane.gateway.health import Health
 from modelplane.gateway.routes import RouteSpec
 from modelplane.identity import Caller
 from modelplane.providers import registry as providers
 from modelplane.runtimes.base import ReplicaStatus
-from modelplane.store.records import GATEWAY_OPTIONS, Endpoint
+from modelplane.spec import EndpointSpec
+from modelplane.store.records import Endpoint
 from modelplane.store.repos import DuplicateName, EndpointRepo
 
-MAX_REPLICAS = 64
+
+def _check_balancing(spec: EndpointSpec) -> None:
+    try:
+        balancing.check(spec.gateway.balancing)
+    except ValueError as exc:
+        raise InvalidRequest(f"options.balancing: {exc}", param="options") from None
 
 
-def _check_replicas(replicas: int | None) -> None:
-    if replicas is not None and not 0 <= replicas <= MAX_REPLICAS:
-        raise InvalidRequest(f"replicas must be between 0 and {MAX_REPLICAS}", param="replicas")
-
-
-def _check_spec(engine: str, model: str, options: dict[str, Any]) -> None:
+def _known_engine(engine: str) -> None:
     if engine not in engines.names():
         raise InvalidRequest(
             f"unknown engine '{engine}'; available: {', '.join(engines.names())}",
             param="engine",
         )
-    if "health_check" in options:
-        raise InvalidRequest(
-            "options.health_check is for external endpoints; modelplane checks its own "
-            "replicas' /health every MODELPLANE_HEALTH_INTERVAL_S",
-            param="options",
-        )
-    engine_options = {k: v for k, v in options.items() if k not in GATEWAY_OPTIONS}
+
+
+def _check_engine(engine: str, model: str, spec: EndpointSpec) -> None:
     try:
-        engines.check(engine, model, engine_options)
+        engines.check(engine, model, spec.engine_options)
     except ValueError as exc:
         msg = str(exc)
         raise InvalidRequest(
             msg, param="options" if msg.startswith("options.") else "model"
         ) from None
-
-
-CREDENTIAL_REF = re.compile(r"^(env|secret):[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
-
-
-def _check_provider(provider: str, options: dict[str, Any]) -> None:
-    if provider not in providers.names():
+    if spec.adapters and not engines.get(engine).capabilities.lora:
         raise InvalidRequest(
-            f"unknown provider '{provider}'; available: {', '.join(providers.names())}",
-            param="provider",
+            f"the {engine} engine cannot serve LoRA adapters; leave adapters out or choose "
+            "an engine that can",
+            param="adapters",
         )
-    base_url = options.get("base_url")
-    if base_url is not None and not (
-        isinstance(base_url, str) and base_url.startswith(("http://", "https://"))
-    ):
-        raise InvalidRequest("options.base_url must be an http(s) URL", param="options")
-    creds = options.get("credentials", {})
-    if not isinstance(creds, dict) or not all(
-        isinstance(v, str) and CREDENTIAL_REF.match(v) for v in creds.values()
-    ):
-        # Options are shown by the API; a secret written here would be shown too.
-        raise InvalidRequest(
-            "options.credentials maps a field to 'env:VARIABLE' or 'secret:NAME', never "
-            "to the secret itself",
-            param="options",
-        )
-    if options.get("health_check") is not None:
-        try:
-            check = HealthCheck.model_validate(options["health_check"])
-        except ValidationError as exc:
-            where, why = first_invalid(exc.errors())
-            raise InvalidRequest(f"options.health_check.{where}: {why}", param="options") from None
+
+
+def _check_provider(provider: str, spec: EndpointSpec) -> None:
+    check = spec.gateway.health_check
+    if check is not None and check.path is None:
         default = getattr(providers.get(provider), "health_path", None)
-        if check.path is None and default is None:
+        if default is None:
             raise InvalidRequest(
                 f"options.health_check needs a 'path' for the {provider} provider, which has "
                 "no cheap read-only request of its own to check: give the path of one that "
@@ -92,6 +66,18 @@ def _check_provider(provider: str, options: dict[str, Any]) -> None:
                 "endpoint's credentials), or leave health_check out",
                 param="options",
             )
+
+
+def _known_provider(provider: str) -> None:
+    if provider not in providers.names():
+        raise InvalidRequest(
+            f"unknown provider '{provider}'; available: {', '.join(providers.names())}",
+            param="provider",
+        )
+
+
+SPEC_FIELDS = ("options", "resources", "autoscaling", "adapters")
+"""What ``EndpointSpec.parse`` reads; a change to any of them is checked again."""
 
 
 class EndpointService:
@@ -105,8 +91,12 @@ class EndpointService:
         routes: RouteService,
         *,
         health: Callable[[str], Health | None] | None = None,
+        max_replicas: int = 64,
     ) -> None:
         self.reconciler = reconciler
+        self.max_replicas = max_replicas
+        """``max_replicas_per_endpoint``: the most ``replicas`` or
+        ``autoscaling.max_replicas`` may be."""
         self.health = health
         self.db = reconciler.db
         self.repo = EndpointRepo(reconciler.db)
@@ -128,12 +118,12 @@ class EndpointService:
         }
         if ep.provider is not None:
             return {**common, "provider": ep.provider}
-        return {**common, "engine": ep.engine, "replicas": ep.replicas}
+        return {**common, "engine": ep.engine, "replicas": ep.replicas, **ep.spec.view()}
 
     def view(self, ep: Endpoint) -> dict[str, Any]:
         if ep.provider is not None:
             view = {**self.state(ep), "status": "external"}
-            if ep.options.get("health_check") is not None:
+            if ep.spec.gateway.health_check is not None:
                 health = (self.health(ep.name) if self.health else None) or Health()
                 view["health"] = health.view()
                 if not health.healthy:
@@ -160,6 +150,9 @@ class EndpointService:
         replicas: int = 1,
         team: str | None = None,
         shared_with: list[str] | None = None,
+        resources: dict[str, Any] | None = None,
+        autoscaling: dict[str, Any] | None = None,
+        adapters: list[dict[str, Any]] | None = None,
     ) -> Endpoint:
         if not (caller.is_admin or caller.role == "team_admin") or not caller.allows("write"):
             raise PermissionDenied("creating endpoints needs an admin or team_admin key")
@@ -173,12 +166,19 @@ class EndpointService:
         if provider is not None:
             if engine is not None:
                 raise InvalidRequest("give an engine or a provider, not both", param="engine")
-            _check_provider(provider, options)
+            _known_provider(provider)
             engine, replicas = "", 0
         else:
             engine = engine or "llamacpp"
-            _check_replicas(replicas)
-            _check_spec(engine, model, options)
+            _known_engine(engine)  # before the options: most of them are the engine's
+        spec = EndpointSpec.parse(
+            external=provider is not None,
+            options=options,
+            resources=resources,
+            autoscaling=autoscaling,
+            adapters=adapters,
+        )
+        self._check(spec, engine, provider, model, replicas)
         try:
             async with self.db.transaction():
                 ep = await self.repo.add(
@@ -189,6 +189,9 @@ class EndpointService:
                     replicas=replicas,
                     options=options,
                     owner=owner,
+                    resources=resources,
+                    autoscaling=autoscaling,
+                    adapters=adapters,
                 )
                 await self.audit.record(
                     caller, "endpoint.create", "endpoint", name, None, self.state(ep), owner.team_id
@@ -197,6 +200,23 @@ class EndpointService:
             raise Conflict(f"an endpoint named '{name}' already exists") from None
         await self.reconciler.reconcile()
         return ep
+
+    def _check(
+        self,
+        spec: EndpointSpec,
+        engine: str,
+        provider: str | None,
+        model: str,
+        replicas: int | None,
+    ) -> None:
+        """What the spec cannot check alone: the registries (balancing strategies, the
+        engine's options, the provider's health check) and the server's replica bound."""
+        _check_balancing(spec)
+        if provider is not None:
+            _check_provider(provider, spec)
+        else:
+            spec.check_bounds(replicas, self.max_replicas)
+            _check_engine(engine, model, spec)
 
     async def list(self, caller: Caller) -> list[Endpoint]:
         return [ep for ep in await self.repo.all() if caller.can_read(ep.owner)]
@@ -226,16 +246,28 @@ class EndpointService:
                     "or replicas",
                     param="engine" if "engine" in changes else "replicas",
                 )
-            _check_provider(current.provider, changes.get("options", current.options))
         elif "provider" in changes:
             raise InvalidRequest("an endpoint cannot change to a provider", param="provider")
-        _check_replicas(changes.get("replicas"))
-        if current.provider is None and changes.keys() & {"engine", "model", "options"}:
-            _check_spec(
-                changes.get("engine", current.engine),
-                changes.get("model", current.model),
-                changes.get("options", current.options),
+        if changes.keys() & {"engine", "model", *SPEC_FIELDS}:
+            engine = changes.get("engine", current.engine)
+            if current.provider is None:
+                _known_engine(engine)
+            spec = EndpointSpec.parse(
+                external=current.provider is not None,
+                options=changes.get("options", current.options),
+                resources=changes.get("resources", current.resources),
+                autoscaling=changes.get("autoscaling", current.autoscaling),
+                adapters=changes.get("adapters", current.adapters),
             )
+            self._check(
+                spec,
+                engine,
+                current.provider,
+                changes.get("model", current.model),
+                changes.get("replicas"),
+            )
+        elif "replicas" in changes:  # scaling alone: the spec stays as it is
+            EndpointSpec.check_replicas(changes["replicas"], self.max_replicas)
         async with self.db.transaction():
             ep = await self.repo.update(name, changes)
             if ep is None:

@@ -69,6 +69,10 @@ class Capabilities:
     """Honours ``tools`` and ``tool_choice``; without it the server refuses requests
     that need a tool call rather than answer them with prose."""
     max_context: int = 0
+    embeddings: bool = False
+    """Answers ``/v1/embeddings``."""
+    lora: bool = False
+    """Serves LoRA adapters (an endpoint's ``adapters``) beside its base model."""
 
 
 class Engine(Protocol):

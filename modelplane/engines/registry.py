@@ -8,8 +8,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
 from modelplane.engines.base import Engine
 from modelplane.engines.spec import EngineSpec
+from modelplane.errors import first_invalid
 from modelplane.plugins import Registry
 
 
@@ -44,8 +47,14 @@ def create(name: str, model: str, options: Mapping[str, Any]) -> Engine:
 
 def check(name: str, model: str, options: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` if the engine can tell that ``model`` with ``options`` cannot
-    be served, before any replica starts; imports none of the engine's libraries."""
-    get(name).check(model, options)
+    be served, before any replica starts; imports none of the engine's libraries. An
+    options model's own error (a plugin's ``check`` may let it through) is named as
+    ``options.<field>: why`` like any other."""
+    try:
+        get(name).check(model, options)
+    except ValidationError as exc:
+        where, why = first_invalid(exc.errors())
+        raise ValueError(f"options.{where}: {why}") from None
 
 
 register("llamacpp", "modelplane.engines.llamacpp.spec:LlamaCppSpec")

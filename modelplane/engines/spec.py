@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pydantic import BaseModel
+
 from modelplane.engines.base import Capabilities, Engine
 
 
@@ -60,9 +62,15 @@ class EngineSpec(Protocol):
     metrics_path: str | None
     """Prometheus metrics of the replica, if it has any."""
 
+    def parse_options(self, model: str, options: Mapping[str, Any]) -> BaseModel:
+        """The engine's options, typed (its light options model, defaults applied):
+        pydantic's ``ValidationError`` for a bad one; imports nothing heavy."""
+        ...
+
     def check(self, model: str, options: Mapping[str, Any]) -> None:
         """Raise ``ValueError`` (``"options.<field>: why"`` for an option) if ``model``
-        with ``options`` cannot be served; imports nothing heavy."""
+        with ``options`` cannot be served (``parse_options``, and whatever else the
+        engine can tell without loading the model); imports nothing heavy."""
         ...
 
     def command(self, model: str, options: Mapping[str, Any], ctx: LaunchContext) -> Launch:

@@ -3,7 +3,7 @@
 Every strategy implements one method, ``choose(urls, request, stats) -> url``, and is
 registered by name; built-ins go through the same ``register`` call as any other.
 An endpoint picks one with its ``balancing`` option: a name, or an object
-``{"strategy": name, ...settings}`` (see ``BalancingConfig``).
+``{"strategy": name, ...settings}`` (see ``modelplane.spec.BalancingConfig``).
 
 - ``round_robin``: each replica in turn.
 - ``least_outstanding`` (default): fewest requests in flight; ties rotate.
@@ -33,44 +33,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 from modelplane.plugins import Registry
-
-
-class BalancingConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    strategy: str = "least_outstanding"
-    prefix_chars: int = Field(default=256, ge=1, le=100_000)
-    """prefix_cache: how much of the prompt decides where it goes."""
-    load_factor: float = Field(default=1.25, ge=1.0, le=10.0)
-    """prefix_cache: how far above the average load one replica may go."""
-    affinity_header: str = "x-session-id"
-    """session_affinity: the request header that names the session (any case)."""
-
-    @field_validator("affinity_header")
-    @classmethod
-    def _lower(cls, v: str) -> str:
-        return v.lower()  # request headers are looked up by their lowercase names
-
-    @classmethod
-    def parse(cls, value: object) -> BalancingConfig:
-        """From an endpoint's ``balancing`` option (absent, a name, or an object)."""
-        if value is None:
-            config = cls()
-        elif isinstance(value, str):
-            config = cls(strategy=value)
-        elif isinstance(value, dict):
-            config = cls.model_validate(value)
-        else:
-            raise ValueError("balancing must be a strategy name or an object")
-        if config.strategy not in STRATEGIES:
-            raise ValueError(
-                f"unknown balancing strategy '{config.strategy}'; choose one "
-                f"of {', '.join(STRATEGIES.names())}"
-            )
-        return config
+from modelplane.spec import BalancingConfig
 
 
 @dataclass
@@ -235,6 +199,23 @@ STRATEGIES: Registry[StrategyFactory] = Registry("balancer")
 
 def register(name: str, factory: str | StrategyFactory) -> None:
     STRATEGIES.register(name, factory)
+
+
+def check(config: BalancingConfig) -> BalancingConfig:
+    """``ValueError`` unless a strategy of that name is registered (the control plane
+    asks when an endpoint is written; the spec itself only knows it is a name)."""
+    if config.strategy not in STRATEGIES:
+        raise ValueError(
+            f"unknown balancing strategy '{config.strategy}'; choose one "
+            f"of {', '.join(STRATEGIES.names())}"
+        )
+    return config
+
+
+def parse(value: object) -> BalancingConfig:
+    """An endpoint's ``balancing`` option (absent, a name, or an object), its strategy
+    registered."""
+    return check(BalancingConfig.parse(value))
 
 
 def create(config: BalancingConfig) -> Strategy:

@@ -31,8 +31,6 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from modelplane.coord import Counters, Slot
 from modelplane.errors import BudgetExceeded, ModelplaneError, RateLimited
 from modelplane.gateway.budgets import BudgetRule, Spend
@@ -43,7 +41,6 @@ from modelplane.gateway.limits import (
     Grant,
     Limiter,
     LimitRule,
-    RateLimits,
     estimate_tokens,
 )
 from modelplane.gateway.routes import ResolvedRoute
@@ -55,22 +52,11 @@ from modelplane.gateway.usage import (
     stream_status,
 )
 from modelplane.providers.base import Reply
+from modelplane.spec import Price
 from modelplane.store.governance import UsageRepo
 from modelplane.store.records import Endpoint, Usage
 
 log = logging.getLogger(__name__)
-
-
-class Price(BaseModel):
-    """An endpoint's ``options.price``: US dollars per million tokens."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    input_per_1m: float = Field(default=0.0, ge=0)
-    output_per_1m: float = Field(default=0.0, ge=0)
-
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input_per_1m + completion_tokens * self.output_per_1m) / 1e6
 
 
 FREE = Price()
@@ -190,7 +176,7 @@ class Gatekeeper:
             batch_max=batch_max,
             queue_max=queue_max,
         )
-        self._endpoint_rules: dict[str, tuple[Endpoint, LimitRule | None, Price]] = {}
+        self._endpoint_rules: dict[str, tuple[tuple[str, int], LimitRule]] = {}
         # Record ids: random per process, then counted (unique without a syscall each).
         self._id_prefix = secrets.token_hex(8)
         self._ids = 0
@@ -256,23 +242,19 @@ class Gatekeeper:
         )
 
     def _endpoint(self, name: str) -> tuple[Endpoint | None, LimitRule | None, Price]:
-        """An endpoint's limits and price, parsed once per version of its options."""
+        """An endpoint's limits and price, from its spec (parsed with its record)."""
         ep = self.endpoints().get(name)
         if ep is None:
             return None, None, FREE
+        gateway = ep.spec.gateway
+        if not gateway.limits:
+            return ep, None, gateway.price
+        version = (ep.id, ep.generation)  # a new spec has a new generation
         cached = self._endpoint_rules.get(name)
-        if cached is not None and cached[0] is ep:
-            return cached
-        rule, price = None, FREE
-        try:
-            limits = RateLimits.model_validate(ep.options.get("limits") or {})
-            if limits:
-                rule = LimitRule(f"endpoint:{name}", f"endpoint '{name}'", limits)
-            price = Price.model_validate(ep.options.get("price") or {})
-        except ValidationError:
-            log.warning("endpoint '%s' has invalid limits or price options; ignoring them", name)
-        self._endpoint_rules[name] = (ep, rule, price)
-        return ep, rule, price
+        if cached is None or cached[0] != version:
+            cached = (version, LimitRule(f"endpoint:{name}", f"endpoint '{name}'", gateway.limits))
+            self._endpoint_rules[name] = cached
+        return ep, cached[1], gateway.price
 
     async def _settle(self, outcomes: list[Outcome]) -> list[Usage]:
         """Records for a batch of outcomes; then, once for the whole batch, the token

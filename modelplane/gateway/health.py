@@ -25,32 +25,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelplane.errors import ModelplaneError
 from modelplane.gateway.router import Router
 from modelplane.providers.base import Provider, Target
+from modelplane.spec import HealthCheck
 from modelplane.store.records import Endpoint
 
 log = logging.getLogger(__name__)
-
-
-class HealthCheck(BaseModel):
-    """``options.health_check`` of an external endpoint (``{}``: the defaults)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    interval_s: float = Field(default=10.0, ge=0.1)
-    """Time between the end of one check and the start of the next."""
-    timeout_s: float = Field(default=3.0, gt=0)
-    """A check without an answer within this long fails."""
-    unhealthy_after: int = Field(default=2, ge=1)
-    """Failed checks in a row that take the endpoint out of service."""
-    healthy_after: int = Field(default=1, ge=1)
-    """Passed checks in a row that put it back."""
-    path: str | None = Field(default=None, max_length=500, pattern=r"^/\S*$")
-    """GET ``base_url`` + this instead of the provider's own check (required for
-    ``bedrock`` and ``vertex``)."""
 
 
 @dataclass(slots=True)
@@ -142,13 +124,9 @@ class HealthChecker:
         self._seen = snapshot
         wanted: dict[str, tuple[str, HealthCheck]] = {}
         for ep in snapshot.values():
-            raw = ep.options.get("health_check")
-            if ep.provider is None or raw is None:
-                continue
-            try:
-                wanted[ep.name] = (ep.id, HealthCheck.model_validate(raw))
-            except ValidationError:  # written around the API's validation
-                log.warning("endpoint '%s' has an invalid health_check; not checked", ep.name)
+            check = ep.spec.gateway.health_check
+            if ep.provider is not None and check is not None:
+                wanted[ep.name] = (ep.id, check)
         for name, (ep_id, check, task) in list(self._loops.items()):
             if wanted.get(name) != (ep_id, check):
                 task.cancel()

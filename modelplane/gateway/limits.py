@@ -27,31 +27,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from modelplane.coord import CoordError, Counters, Slot, Window
 from modelplane.errors import RateLimited
+from modelplane.spec import RateLimits
 
 log = logging.getLogger(__name__)
 
 MINUTE = 60.0
-
-
-class RateLimits(BaseModel):
-    """The ``limits`` of a key, a team (``PATCH /api/keys/{id}``, ``PATCH
-    /api/teams/{name}``) or an endpoint (``options.limits``); each is optional."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    rpm: int | None = Field(default=None, ge=1)
-    """Requests per minute."""
-    tpm: int | None = Field(default=None, ge=1)
-    """Tokens (prompt + completion) per minute."""
-    concurrency: int | None = Field(default=None, ge=1)
-    """Requests in flight at once (a stream counts until it ends)."""
-
-    def __bool__(self) -> bool:
-        return bool(self.rpm or self.tpm or self.concurrency)
 
 
 @dataclass(frozen=True, slots=True)

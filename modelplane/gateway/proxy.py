@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 from opentelemetry.trace import Span, Tracer
 
+from modelplane.engines import registry as engines
 from modelplane.errors import (
     InvalidRequest,
     ModelNotFound,
@@ -70,7 +71,7 @@ def resolve_credentials(
     """``options.credentials`` maps a field to ``env:NAME`` or ``secret:NAME``; the
     values are read at request time, so a rotated secret applies without a restart."""
     out: dict[str, str] = {}
-    for field, ref in (ep.options.get("credentials") or {}).items():
+    for field, ref in (ep.spec.provider.credentials if ep.spec.provider else {}).items():
         source, _, name = str(ref).partition(":")
         value = os.environ.get(name) if source == "env" else secrets(name) if secrets else None
         if not value:
@@ -80,6 +81,14 @@ def resolve_credentials(
             )
         out[field] = value
     return out
+
+
+def _embeds(ep: Endpoint) -> bool:
+    """Whether a local endpoint's engine answers ``/v1/embeddings`` (its spec says so)."""
+    try:
+        return engines.get(ep.engine).capabilities.embeddings
+    except (KeyError, LookupError):
+        return False
 
 
 class Proxy:
@@ -141,7 +150,8 @@ class Proxy:
         if ep.provider is None:
             raise InvalidRequest(f"'{name}' is served by modelplane, not by a provider")
         provider = providers.get(ep.provider)
-        base_url = str(ep.options.get("base_url") or provider.default_base_url)
+        given = ep.spec.provider.base_url if ep.spec.provider else None
+        base_url = given or provider.default_base_url
         return provider, Target(base_url, ep.options, resolve_credentials(ep, self.secrets))
 
     async def upstream_models(self, name: str) -> list[str]:
@@ -248,6 +258,15 @@ class Proxy:
         except ModelplaneError as exc:
             return Failure("connect", error=NoReadyReplica(f"{exc.message}", retry_after=2))
         provider = providers.get(ep.provider or "openai")
+        if ep.provider is None and req.kind == "embeddings" and not _embeds(ep):
+            return Failure(
+                "connect",
+                error=InvalidRequest(
+                    f"'{name}' (the {ep.engine} engine) cannot create embeddings; send "
+                    "embeddings requests to an endpoint whose engine or provider can",
+                    param="model",
+                ),
+            )
         if req.kind not in provider.kinds:
             return Failure(
                 "connect",

@@ -17,11 +17,9 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from modelplane.errors import ModelNotFound, NoReadyReplica, Overloaded
 from modelplane.gateway import balancing
-from modelplane.gateway.balancing import BalancingConfig, Request, Stats, Strategy
+from modelplane.gateway.balancing import Request, Stats, Strategy
 from modelplane.gateway.outliers import Outliers
 from modelplane.providers import registry as providers
 from modelplane.runtimes.base import Replica, ReplicaStatus
@@ -33,27 +31,18 @@ EWMA_WEIGHT = 0.3
 _NO_BODY: Mapping[str, Any] = {}
 
 
-class QueueConfig(BaseModel):
-    """``options.queue`` of an endpoint."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_concurrency: int | None = Field(default=None, ge=1)
-    """In-flight requests per replica; unset means no cap (the replica's own queue)."""
-    max_waiting: int = Field(default=100, ge=0)
-    """Requests that may wait for a slot when every replica is at its cap."""
-    timeout_s: float = Field(default=30.0, gt=0)
-    """How long one request may wait for a slot."""
-
-
 class _Policy:
-    __slots__ = ("balancing", "queue", "raw", "strategy", "waiters")
+    """An endpoint's strategy (which may keep state, e.g. a rotation) and wait queue,
+    for one version of its spec."""
 
-    def __init__(self, raw: tuple[object, object]) -> None:
-        self.raw = raw
-        self.balancing = BalancingConfig.parse(raw[0])
-        self.strategy: Strategy = balancing.create(self.balancing)
-        self.queue = QueueConfig.model_validate(raw[1] or {})
+    __slots__ = ("balancing", "queue", "strategy", "version", "waiters")
+
+    def __init__(self, ep: Endpoint) -> None:
+        self.version = (ep.id, ep.generation)
+        gateway = ep.spec.gateway
+        self.balancing = gateway.balancing
+        self.strategy: Strategy = balancing.create(gateway.balancing)
+        self.queue = gateway.queue
         self.waiters: deque[asyncio.Future[None]] = deque()
 
 
@@ -90,7 +79,8 @@ class Router:
             return self._replicas(ep.name)
         cached = self._external.get(ep.name)
         if cached is None or cached[0] is not ep:
-            url = str(ep.options.get("base_url") or providers.get(ep.provider).default_base_url)
+            given = ep.spec.provider.base_url if ep.spec.provider else None
+            url = given or providers.get(ep.provider).default_base_url
             rep = Replica(ep.name, 0, ep.generation, ReplicaStatus.READY, url)
             _mark(rep, self._unhealthy.get(ep.name))
             cached = (ep, [rep])
@@ -109,10 +99,9 @@ class Router:
             _mark(cached[1][0], error)
 
     def _policy(self, ep: Endpoint) -> _Policy:
-        raw = (ep.options.get("balancing"), ep.options.get("queue"))
         policy = self._policies.get(ep.name)
-        if policy is None or policy.raw != raw:
-            policy = _Policy(raw)
+        if policy is None or policy.version != (ep.id, ep.generation):
+            policy = _Policy(ep)
             self._policies[ep.name] = policy
         return policy
 

@@ -142,7 +142,7 @@ class Platform:
 
     def _log_prompts(self, endpoint: str) -> bool:
         ep = self.reconciler.endpoints.get(endpoint)
-        return ep is not None and ep.options.get("log_prompts") is True
+        return ep is not None and ep.spec.gateway.log_prompts
 
     @classmethod
     async def open(
@@ -252,7 +252,13 @@ async def _open_parts(
     health.sync()
     reconciler.followers.append(health.sync)
     watcher.start()
-    endpoints = EndpointService(reconciler, teams, routes, health=health.state)
+    endpoints = EndpointService(
+        reconciler,
+        teams,
+        routes,
+        health=health.state,
+        max_replicas=settings.max_replicas_per_endpoint,
+    )
     jwt_auth = None
     if settings.jwt is not None:
         jwt_auth = JwtAuth(settings.jwt, teams.id_of, accounts.user_for)

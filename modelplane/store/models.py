@@ -86,6 +86,9 @@ class EndpointRow(Base):
     model: Mapped[str] = mapped_column(Text)
     replicas: Mapped[int] = mapped_column(Integer)
     options: Mapped[dict[str, Any]]
+    resources: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    autoscaling: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    adapters: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     team_id: Mapped[str | None] = mapped_column(String(32))
     shared_with: Mapped[list[str]] = mapped_column(JSON, default=list)
     generation: Mapped[int] = mapped_column(Integer, default=1)

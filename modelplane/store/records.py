@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 from modelplane.identity import UNSHARED, Owned
+from modelplane.spec import EndpointSpec
 from modelplane.values import value
 
 
@@ -63,12 +64,6 @@ class Account:
         return f"{self.kind}:{self.name}"
 
 
-GATEWAY_OPTIONS = frozenset(
-    {"balancing", "queue", "limits", "price", "log_prompts", "health_check"}
-)
-"""Endpoint options that the gateway reads; every other option goes to the engine."""
-
-
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     id: str
@@ -79,13 +74,31 @@ class Endpoint:
     model: str
     replicas: int
     options: dict[str, Any]
+    """As written (the API shows them so); the gateway reads ``spec``."""
     generation: int
     created_at: datetime
     updated_at: datetime
     owner: Owned = UNSHARED
+    resources: dict[str, Any] = field(default_factory=dict)
+    autoscaling: dict[str, Any] | None = None
+    adapters: list[dict[str, Any]] = field(default_factory=list)
+    spec: EndpointSpec = field(init=False, repr=False, compare=False)
+    """Everything above parsed, once, when the record is made (``modelplane.spec``)."""
+
+    def __post_init__(self) -> None:
+        spec = EndpointSpec.load(
+            self.name,
+            external=self.provider is not None,
+            options=self.options,
+            resources=self.resources,
+            autoscaling=self.autoscaling,
+            adapters=self.adapters,
+        )
+        object.__setattr__(self, "spec", spec)
 
     def engine_options(self) -> dict[str, Any]:
-        return {k: v for k, v in self.options.items() if k not in GATEWAY_OPTIONS}
+        """The options the engine gets (every option the gateway does not read)."""
+        return self.spec.engine_options
 
 
 @dataclass(frozen=True, slots=True)

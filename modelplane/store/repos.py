@@ -72,6 +72,9 @@ def _endpoint(r: EndpointRow) -> Endpoint:
         aware(r.created_at) or utc_now(),
         aware(r.updated_at) or utc_now(),
         _owner(r),
+        dict(r.resources or {}),
+        dict(r.autoscaling) if r.autoscaling is not None else None,
+        list(r.adapters or ()),
     )
 
 
@@ -187,6 +190,9 @@ class EndpointRepo:
         options: dict[str, Any],
         provider: str | None = None,
         owner: Owned = UNSHARED,
+        resources: dict[str, Any] | None = None,
+        autoscaling: dict[str, Any] | None = None,
+        adapters: list[dict[str, Any]] | None = None,
     ) -> Endpoint:
         now = utc_now()
         row = EndpointRow(
@@ -199,6 +205,9 @@ class EndpointRepo:
             model=model,
             replicas=replicas,
             options=options,
+            resources=resources or {},
+            autoscaling=autoscaling,
+            adapters=adapters or [],
             generation=1,
             created_at=now,
             updated_at=now,
@@ -223,7 +232,8 @@ class EndpointRepo:
             return _endpoint(row) if row else None
 
     async def update(self, name: str, changes: dict[str, Any]) -> Endpoint | None:
-        """Apply ``changes``; a change to anything but ``replicas`` rolls the replicas."""
+        """Apply ``changes``; a change to anything but ``replicas`` or ``autoscaling``
+        (how many replicas, not what they run) rolls the replicas."""
         async with self.db.session() as s:
             row = await s.scalar(
                 select(EndpointRow).where(EndpointRow.name == name).with_for_update()
@@ -237,7 +247,7 @@ class EndpointRepo:
                     continue
                 if getattr(row, field) != value:
                     setattr(row, field, value)
-                    respec = respec or field != "replicas"
+                    respec = respec or field not in ("replicas", "autoscaling")
             if respec:
                 row.generation += 1
             row.updated_at = utc_now()

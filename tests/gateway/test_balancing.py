@@ -10,13 +10,14 @@ from typing import Any
 import pytest
 
 from modelplane.gateway import balancing
-from modelplane.gateway.balancing import BalancingConfig, PowerOfTwo, Request, Stats
+from modelplane.gateway.balancing import PowerOfTwo, Request, Stats
+from modelplane.spec import BalancingConfig
 
 URLS = ["http://a", "http://b", "http://c"]
 
 
 def strategy(name: str, **settings: Any) -> balancing.Strategy:
-    return balancing.create(BalancingConfig.parse({"strategy": name, **settings}))
+    return balancing.create(balancing.parse({"strategy": name, **settings}))
 
 
 def req(
@@ -126,4 +127,4 @@ def test_prefix_of_completions_prompts() -> None:
 )
 def test_bad_configs_are_refused(value: object) -> None:
     with pytest.raises(ValueError):
-        BalancingConfig.parse(value)
+        balancing.parse(value)

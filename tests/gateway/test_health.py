@@ -13,10 +13,11 @@ import httpx
 import pytest
 
 from modelplane.errors import NoReadyReplica, UpstreamError
-from modelplane.gateway.health import Health, HealthCheck, HealthChecker
+from modelplane.gateway.health import Health, HealthChecker
 from modelplane.gateway.router import Router
 from modelplane.providers.base import Provider, Target
 from modelplane.runtimes.base import ReplicaStatus
+from modelplane.spec import HealthCheck
 from modelplane.store.records import Endpoint
 from tests.gateway.fakes import FakeUpstream
 from tests.helpers import Server, eventually, until

@@ -18,11 +18,11 @@ from modelplane.gateway.limits import (
     Grant,
     Limiter,
     LimitRule,
-    RateLimits,
     duration,
     estimate_tokens,
 )
 from modelplane.gateway.usage import Outcome
+from modelplane.spec import RateLimits
 from tests.coord.helpers import Backend
 
 

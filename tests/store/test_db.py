@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from modelplane.config import Settings
@@ -134,3 +136,30 @@ async def test_the_accounts_migration_goes_down_and_up_again(db: Database) -> No
         tables, columns = await conn.run_sync(schema)
     assert "accounts" in tables and "account_id" in columns
     assert await KeyRepo(db).get(key.id) == key  # keys survive the round trip
+
+
+async def test_the_endpoint_spec_migration_keeps_existing_endpoints(db: Database) -> None:
+    async with db.engine.begin() as conn:
+        await conn.run_sync(_alembic, "downgrade", "0006")
+        # A row as a server before 0007 wrote it.
+        await conn.execute(
+            text(
+                "INSERT INTO endpoints (id, name, engine, provider, model, replicas, options, "
+                "team_id, shared_with, generation, created_at, updated_at) VALUES ('e1', 'old', "
+                "'llamacpp', NULL, 'smollm2', 2, :options, NULL, '[\"*\"]', 3, :at, :at)"
+            ),
+            {"options": '{"n_ctx": 512, "limits": {"rpm": 7}}', "at": datetime.now(UTC)},
+        )
+    await db.migrate()
+    ep = await EndpointRepo(db).get("old")
+    assert ep is not None and ep.replicas == 2 and ep.generation == 3
+    assert ep.options == {"n_ctx": 512, "limits": {"rpm": 7}}
+    assert (ep.resources, ep.autoscaling, ep.adapters) == ({}, None, [])
+    assert ep.spec.gateway.limits.rpm == 7 and ep.engine_options() == {"n_ctx": 512}
+    scaled = await EndpointRepo(db).update(
+        "old", {"autoscaling": {"min_replicas": 1, "max_replicas": 4}}
+    )
+    assert scaled is not None and scaled.generation == 3  # bounds do not roll replicas
+    assert scaled.spec.autoscaling is not None and scaled.spec.autoscaling.max_replicas == 4
+    sized = await EndpointRepo(db).update("old", {"resources": {"cpu": 2}})
+    assert sized is not None and sized.generation == 4 and sized.spec.resources.cpu == 2

@@ -25,13 +25,16 @@ class LlamaCppSpec:
     health_path = "/health"
     metrics_path: str | None = "/metrics"
 
+    def parse_options(self, model: str, options: Mapping[str, Any]) -> LlamaCppOptions:
+        return LlamaCppOptions.for_model(model, dict(options))
+
     def check(self, model: str, options: Mapping[str, Any]) -> None:
         try:
             resolve_source(model)
         except FileNotFoundError as exc:
             raise ValueError(str(exc)) from None
         try:
-            LlamaCppOptions.for_model(model, dict(options))
+            self.parse_options(model, options)
         except ValidationError as exc:
             where, why = first_invalid(exc.errors())
             raise ValueError(f"options.{where}: {why}") from None
