@@ -58,6 +58,9 @@ class EndpointCreate(_Strict):
     shared_with: list[str] | None = None
     """Team names that may use it too, or ``["*"]`` for all; default: the platform's
     endpoints are shared with everyone, a team's with nobody."""
+    node: str | None = Field(default=None, max_length=63)
+    """The node whose servers run its replicas (``MODELPLANE_NODE_NAME``); default: the
+    node of the server that creates it."""
 
     _balancing = field_validator("options")(_check_balancing)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from modelplane.config import NODE_NAME
 from modelplane.control.audit import AuditLog
 from modelplane.control.names import NAME
 from modelplane.control.reconciler import Reconciler
@@ -139,14 +140,18 @@ class EndpointService:
                 if not health.healthy:
                     view["status"] = "failed"  # out of service until its check passes
             return view
-        replicas = self.reconciler.runtime.replicas(ep.name)
+        replicas = self.reconciler.replicas(ep.name)
         ready = sum(r.status == ReplicaStatus.READY for r in replicas)
-        return {
+        view = {
             **self.state(ep),
+            "node": ep.node,
             "ready_replicas": ready,
             "status": "ready" if ready else ("stopped" if ep.replicas == 0 else "starting"),
             "replica_status": [r.view() for r in replicas],
         }
+        if (rollout := self.reconciler.rollout(ep.name)) is not None:
+            view["rollout"] = rollout.view()
+        return view
 
     async def create(
         self,
@@ -160,6 +165,7 @@ class EndpointService:
         replicas: int = 1,
         team: str | None = None,
         shared_with: list[str] | None = None,
+        node: str | None = None,
     ) -> Endpoint:
         if not (caller.is_admin or caller.role == "team_admin") or not caller.allows("write"):
             raise PermissionDenied("creating endpoints needs an admin or team_admin key")
@@ -175,7 +181,18 @@ class EndpointService:
                 raise InvalidRequest("give an engine or a provider, not both", param="engine")
             _check_provider(provider, options)
             engine, replicas = "", 0
+            if node is not None:
+                raise InvalidRequest(
+                    "an external endpoint runs on no node; leave 'node' out", param="node"
+                )
         else:
+            if node is not None and not NODE_NAME.match(node):
+                raise InvalidRequest(
+                    "node must be 1-63 characters of a-z, A-Z, 0-9, '.', '_' or '-', "
+                    "starting with a letter or digit",
+                    param="node",
+                )
+            node = node or self.reconciler.node
             engine = engine or "llamacpp"
             _check_replicas(replicas)
             _check_spec(engine, model, options)
@@ -189,6 +206,7 @@ class EndpointService:
                     replicas=replicas,
                     options=options,
                     owner=owner,
+                    node=node,
                 )
                 await self.audit.record(
                     caller, "endpoint.create", "endpoint", name, None, self.state(ep), owner.team_id

@@ -143,15 +143,13 @@ class Platform:
             )
         await keys.start()
         runtime = runtimes.create(
-            "local-shared" if settings.workers > 1 else "local",
-            home=settings.home,
-            engine_threads=settings.engine_threads,
-            start_timeout_s=settings.replica_start_timeout_s,
-            health_interval_s=settings.health_interval_s,
-            backoff_max_s=settings.restart_backoff_max_s,
+            settings.runtime,
+            settings=settings,
             on_restart=metrics.restarted if metrics is not None else None,
         )
-        reconciler = Reconciler(db, runtime, interval_s=settings.reconcile_interval_s)
+        reconciler = Reconciler(
+            db, runtime, node=settings.node_name, interval_s=settings.reconcile_interval_s
+        )
         await reconciler.start()
         master = master_secret(
             settings.secret_key.get_secret_value() if settings.secret_key else None,
@@ -168,7 +166,7 @@ class Platform:
         await routes.start()
         # Teams first: the others name them. Endpoints before routes, which refer to them.
         watcher.subscribe(teams, accounts, keys, secrets, reconciler, routes)
-        router = Router(lambda: reconciler.endpoints, runtime.replicas)
+        router = Router(lambda: reconciler.endpoints, reconciler.replicas, reconciler.unreachable)
         table = RouteTable(lambda: routes.routes, lambda: reconciler.endpoints)
         shared = coord.create(
             settings.redis_url or None, cache_max_bytes=settings.response_cache_max_bytes
@@ -244,6 +242,7 @@ class Platform:
         await self.coord.close()
         await self.reconciler.close()
         await self.reconciler.runtime.close()
+        await self.reconciler.after_close()
         await self.keys.close()
         await self.db.close()
         self.tracing.close()

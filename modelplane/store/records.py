@@ -83,6 +83,8 @@ class Endpoint:
     created_at: datetime
     updated_at: datetime
     owner: Owned = UNSHARED
+    node: str | None = None
+    """The node that runs its replicas (local endpoints; none until one claims it)."""
 
     def engine_options(self) -> dict[str, Any]:
         return {k: v for k, v in self.options.items() if k not in GATEWAY_OPTIONS}

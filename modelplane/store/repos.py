@@ -72,6 +72,7 @@ def _endpoint(r: EndpointRow) -> Endpoint:
         aware(r.created_at) or utc_now(),
         aware(r.updated_at) or utc_now(),
         _owner(r),
+        r.node,
     )
 
 
@@ -187,9 +188,11 @@ class EndpointRepo:
         options: dict[str, Any],
         provider: str | None = None,
         owner: Owned = UNSHARED,
+        node: str | None = None,
     ) -> Endpoint:
         now = utc_now()
         row = EndpointRow(
+            node=node,
             id=uuid.uuid4().hex,
             name=name,
             engine=engine,
@@ -243,6 +246,19 @@ class EndpointRepo:
             row.updated_at = utc_now()
             await bump(s, "endpoints")
             return _endpoint(row)
+
+    async def claim(self, names: list[str], node: str) -> bool:
+        """Make ``node`` the node of those of ``names`` that have none; whether any had."""
+        async with self.db.session() as s:
+            res = await s.execute(
+                update(EndpointRow)
+                .where(EndpointRow.name.in_(names), EndpointRow.node.is_(None))
+                .values(node=node)
+            )
+            claimed = bool(getattr(res, "rowcount", 0))
+            if claimed:
+                await bump(s, "endpoints")
+            return claimed
 
     async def delete(self, name: str) -> bool:
         async with self.db.session() as s:
