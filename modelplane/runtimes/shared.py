@@ -94,11 +94,13 @@ class SharedLocalRuntime:
                 for r in reps:
                     self.events.publish(EventKind.REMOVED, r)
             self._followed = {}
-            self._publisher = asyncio.create_task(self._publish_loop(), name="replica state")
+            # Followed from now on, before the first apply publishes anything.
+            events = self.local.watch()
+            self._publisher = asyncio.create_task(self._publish_loop(events), name="replica state")
         return True
 
-    async def _publish_loop(self) -> None:
-        with self.local.watch() as events:
+    async def _publish_loop(self, events: Watch) -> None:
+        with events:
             self._publish()
             async for event in events:
                 self._publish()
