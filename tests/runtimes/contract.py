@@ -5,10 +5,13 @@ events, never on sleeps. A new runtime (Kubernetes) only adds a harness."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import httpx
 
 from modelplane.runtimes.base import ReplicaEvent, ReplicaStatus, Runtime, Watch, ready_count
 from modelplane.store.db import utc_now
@@ -92,3 +95,15 @@ def statuses(events: list[ReplicaEvent], rid: str) -> list[str]:
 
 
 READY = ReplicaStatus.READY
+
+
+async def health(url: str) -> int:
+    async with httpx.AsyncClient() as http:
+        return (await http.get(url + "/health")).status_code
+
+
+async def crash(url: str) -> None:
+    """Make the echo replica at ``url`` exit at once (it dies before answering)."""
+    async with httpx.AsyncClient() as http:
+        with contextlib.suppress(httpx.HTTPError):
+            await http.post(url + "/crash")

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 
-import httpx
-
 from modelplane.runtimes.base import EventKind, ReplicaStatus
 from tests.runtimes.contract import (
     READY,
     Harness,
+    crash,
     endpoint,
+    health,
     ready,
     removed,
     statuses,
@@ -37,7 +37,7 @@ async def test_apply_starts_replicas_that_answer_and_watch_tells_each_step(
     assert sorted(r.id for r in reps) == [f"{ep.name}-1-0", f"{ep.name}-1-1"]
     for r in reps:
         assert r.url == f"http://{r.host}:{r.port}"
-        assert httpx.get(r.url + "/health").status_code == 200
+        assert await health(r.url) == 200
         steps = statuses(seen, r.id)
         assert steps[0] == "added:pending" and steps[-1] == "changed:ready", steps
     assert harness.processes() == 2
@@ -107,7 +107,7 @@ async def test_a_rollout_that_never_becomes_ready_keeps_the_old_replicas_serving
         assert rollout is not None and rollout.generation == 2
         assert "asked to fail" in (rollout.reason or ""), rollout
         # The old replica still serves, and is still listed as ready.
-        assert httpx.get(old.url + "/health").status_code == 200
+        assert await health(old.url) == 200
         assert [r.id for r in rt.replicas(ep.name) if r.status == READY] == [old.id]
         # A later good update completes a rollout and retires generation 1.
         await rt.apply(dataclasses.replace(ep, generation=3, options={"tag": "v3"}))
@@ -139,10 +139,7 @@ async def test_a_crashed_replica_is_restarted_and_counted(harness: Harness) -> N
         await rt.apply(ep)
         await ready(rt, events, ep.name, 1)
         before = rt.replicas(ep.name)[0]
-        try:
-            httpx.post(before.url + "/crash")
-        except httpx.HTTPError:
-            pass  # it died before answering: that is the point
+        await crash(before.url)
         seen = await until(
             events,
             lambda: (r := rt.replicas(ep.name)[0]).status == READY and r.restarts == 1,
@@ -154,7 +151,7 @@ async def test_a_crashed_replica_is_restarted_and_counted(harness: Harness) -> N
     assert "changed:failed" in steps and steps[-1] == "changed:ready", steps
     failed = next(e.replica for e in seen if e.replica.status == ReplicaStatus.FAILED)
     assert failed.restarts == 1 and "exited with code 1" in (failed.last_error or "")
-    assert httpx.get(after.url + "/health").status_code == 200
+    assert await health(after.url) == 200
     assert harness.processes() == 1
 
 
