@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
+import socket
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -32,6 +34,7 @@ ASYMMETRIC_ALGORITHMS = frozenset(
     | {"ES256", "ES256K", "ES384", "ES512", "EdDSA"}
 )
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
 class JwtSettings(BaseModel):
@@ -141,6 +144,27 @@ class Settings(BaseSettings):
     """Server processes (``modelplane serve --workers N``). They share the port, the
     database and (with ``redis_url``) limits and caches; one of them, chosen by a lock,
     supervises the local replicas and the others route by the state it publishes."""
+
+    runtime: str = "local"
+    """Where this server runs the replicas of the endpoints it owns, by the name of a
+    registered runtime (``modelplane.runtimes.registry``; plugins add more). ``local``:
+    supervised subprocesses on this machine; with ``workers > 1`` it is the shared
+    variant by itself (one worker process, chosen by a lock, supervises; the others
+    follow the state it publishes), which ``local-shared`` forces even for one worker.
+    The server refuses to start with a name no runtime is registered under."""
+
+    node_name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=63)
+    """This server's node. Each endpoint run by modelplane belongs to one node (the node
+    of the server that created it, or the ``node`` given when creating it); only servers
+    of that node run its replicas, and they publish their addresses in the database so
+    that servers of every other node route to them. Servers that share one database
+    need distinct node names unless they are the workers of one machine."""
+
+    replica_host: str = "127.0.0.1"
+    """The address this node's replicas listen on and are published at. Loopback only
+    serves this machine; when servers on other machines must route to them, set it to
+    an address of this machine that they can reach (and keep that network private:
+    replicas take requests without authentication)."""
 
     max_body_bytes: int = 4 * 1024 * 1024
     """Requests with a larger body are refused with 413 before they are read."""
@@ -284,6 +308,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 "exporting traces (MODELPLANE_OTEL_ENDPOINT) needs the OTLP exporter: "
                 "pip install 'modelplane[otlp]'"
+            )
+        return v
+
+    @field_validator("node_name")
+    @classmethod
+    def _node_name(cls, v: str) -> str:
+        if not NODE_NAME.match(v):
+            raise ValueError(
+                "node_name must be 1-63 characters of a-z, A-Z, 0-9, '.', '_' or '-', "
+                "starting with a letter or digit"
             )
         return v
 

@@ -66,6 +66,9 @@ class EndpointCreate(_Strict):
     adapters: list[Adapter] | None = None
     """LoRA adapters served beside the model: ``name`` (unique), ``source`` (a path,
     ``file:<id>`` or ``hf://owner/repo``), ``scale``; needs an engine that serves them."""
+    node: str | None = Field(default=None, max_length=63)
+    """The node whose servers run its replicas (``MODELPLANE_NODE_NAME``); default: the
+    node of the server that creates it."""
 
     _options = field_validator("options")(_check_options)
 

@@ -18,6 +18,7 @@ from rich.console import Console
 from modelplane.config import Settings
 from modelplane.control.keys import BOOTSTRAP
 from modelplane.errors import first_invalid
+from modelplane.runtimes import registry as runtimes
 from modelplane.server.app import create_app
 from modelplane.server.platform import Platform
 from modelplane.server.protocol import http_protocol
@@ -45,12 +46,20 @@ def _settings(host: str | None, port: int | None) -> Settings:
     if port is not None:
         overrides["port"] = port
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         where, why = first_invalid(exc.errors())
         field = f" ({where})" if where and where != "body" else ""
         console.print(f"[red]invalid configuration{field}:[/] {why}")
         raise typer.Exit(2) from None
+    if settings.runtime not in runtimes.names():
+        known = ", ".join(runtimes.names())
+        console.print(
+            f"[red]invalid configuration (runtime):[/] unknown runtime "
+            f"'{settings.runtime}'; available: {known}"
+        )
+        raise typer.Exit(2)
+    return settings
 
 
 def _check_port(settings: Settings) -> None:

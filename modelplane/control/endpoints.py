@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from modelplane.config import NODE_NAME
 from modelplane.control.audit import AuditLog
 from modelplane.control.names import NAME
 from modelplane.control.reconciler import Reconciler
@@ -129,14 +130,18 @@ class EndpointService:
                 if not health.healthy:
                     view["status"] = "failed"  # out of service until its check passes
             return view
-        replicas = self.reconciler.runtime.replicas(ep.name)
+        replicas = self.reconciler.replicas(ep.name)
         ready = sum(r.status == ReplicaStatus.READY for r in replicas)
-        return {
+        view = {
             **self.state(ep),
+            "node": ep.node,
             "ready_replicas": ready,
             "status": "ready" if ready else ("stopped" if ep.replicas == 0 else "starting"),
             "replica_status": [r.view() for r in replicas],
         }
+        if (rollout := self.reconciler.rollout(ep.name)) is not None:
+            view["rollout"] = rollout.view()
+        return view
 
     async def create(
         self,
@@ -153,6 +158,7 @@ class EndpointService:
         resources: dict[str, Any] | None = None,
         autoscaling: dict[str, Any] | None = None,
         adapters: list[dict[str, Any]] | None = None,
+        node: str | None = None,
     ) -> Endpoint:
         if not (caller.is_admin or caller.role == "team_admin") or not caller.allows("write"):
             raise PermissionDenied("creating endpoints needs an admin or team_admin key")
@@ -168,7 +174,18 @@ class EndpointService:
                 raise InvalidRequest("give an engine or a provider, not both", param="engine")
             _known_provider(provider)
             engine, replicas = "", 0
+            if node is not None:
+                raise InvalidRequest(
+                    "an external endpoint runs on no node; leave 'node' out", param="node"
+                )
         else:
+            if node is not None and not NODE_NAME.match(node):
+                raise InvalidRequest(
+                    "node must be 1-63 characters of a-z, A-Z, 0-9, '.', '_' or '-', "
+                    "starting with a letter or digit",
+                    param="node",
+                )
+            node = node or self.reconciler.node
             engine = engine or "llamacpp"
             _known_engine(engine)  # before the options: most of them are the engine's
         spec = EndpointSpec.parse(
@@ -192,6 +209,7 @@ class EndpointService:
                     resources=resources,
                     autoscaling=autoscaling,
                     adapters=adapters,
+                    node=node,
                 )
                 await self.audit.record(
                     caller, "endpoint.create", "endpoint", name, None, self.state(ep), owner.team_id

@@ -51,9 +51,12 @@ class Router:
         self,
         endpoints: Callable[[], Mapping[str, Endpoint]],
         replicas: Callable[[str], list[Replica]],
+        unreachable: Callable[[Endpoint], str | None] | None = None,
     ) -> None:
         self._endpoints = endpoints
         self._replicas = replicas
+        self._unreachable = unreachable
+        """Why the replicas of an endpoint run by another node cannot be reached."""
         self._policies: dict[str, _Policy] = {}
         self._external: dict[str, tuple[Endpoint, list[Replica]]] = {}
         self._unhealthy: dict[str, str] = {}
@@ -125,6 +128,9 @@ class Router:
                 f"({unhealthy}); it takes requests again once the check passes",
                 retry_after=2,
             )
+        far = self._unreachable(ep) if self._unreachable is not None else None
+        if far is not None:
+            return NoReadyReplica(far, retry_after=2)
         if ep.replicas == 0:
             why = "it is scaled to 0 replicas; scale it up"
         elif starting:

@@ -1,10 +1,15 @@
 """The local runtime: each replica is a supervised ``modelplane engine serve`` subprocess.
 
-A supervisor task per replica starts the process on a free loopback port, waits for
+A supervisor task per replica starts the process on a free port of ``replica_host``
+(loopback unless other nodes must reach it), waits for
 ``/health``, health-checks it while it runs, and restarts it with exponential backoff
 when it exits or stops answering. Output goes to ``$MODELPLANE_HOME/logs``; the tail of
 that log becomes the replica's ``last_error`` when it dies. Children ask the kernel to
 end them when the server dies (``--parent-pid``), so a crash leaves no orphans.
+
+A new generation of an endpoint starts a full new set of replicas beside the old; the
+old ones stop once every new one is ready. If that takes longer than the start timeout
+the rollout reads ``failed`` and the old ones go on serving.
 """
 
 from __future__ import annotations
@@ -21,9 +26,18 @@ from pathlib import Path
 
 import httpx
 
+from modelplane import tasks
 from modelplane.engines import registry as engines
 from modelplane.engines.spec import Launch, LaunchContext
-from modelplane.runtimes.base import Replica, ReplicaStatus
+from modelplane.runtimes.base import (
+    EventKind,
+    Events,
+    Replica,
+    ReplicaStatus,
+    Rollout,
+    Watch,
+    wait_ready,
+)
 from modelplane.store.records import Endpoint
 
 log = logging.getLogger(__name__)
@@ -56,13 +70,14 @@ class _Supervisor:
         self.ep = ep
         self.replica = Replica(endpoint=ep.name, index=index, generation=ep.generation)
         self.proc: asyncio.subprocess.Process | None = None
-        self.task = asyncio.create_task(self._run(), name=f"replica {ep.name}/{index}")
         self.log_path = rt.home / "logs" / f"{ep.name}-{index}.log"
+        rt.events.publish(EventKind.ADDED, self.replica)
+        self.task = asyncio.create_task(self._run(), name=f"replica {ep.name}/{index}")
 
     def command(self, port: int) -> Launch:
         ep = self.ep
         ctx = LaunchContext(
-            host="127.0.0.1",
+            host=self.rt.replica_host,
             port=port,
             home=str(self.rt.home),
             threads=self.rt.threads_for(ep),
@@ -75,9 +90,9 @@ class _Supervisor:
         r = self.replica
         backoff = 0.5
         while True:
-            port = free_port()
-            r.url = f"http://127.0.0.1:{port}"
-            self._set(ReplicaStatus.STARTING)
+            host = self.rt.replica_host
+            port = free_port(host)
+            r.url = f"http://{_url_host(host)}:{port}"
             self._rotate_log()
             launch = self.command(port)
             env = {k: v for k, v in os.environ.items() if k not in CHILD_ENV_DROPPED}
@@ -90,7 +105,8 @@ class _Supervisor:
                     start_new_session=True,
                     env={**env, **launch.env},
                 )
-            r.pid = self.proc.pid
+            r.details["pid"] = self.proc.pid
+            self._set(ReplicaStatus.STARTING)
             if await self._wait_ready():
                 r.last_error = None
                 self._set(ReplicaStatus.READY)
@@ -99,8 +115,8 @@ class _Supervisor:
             # Reached when the process died or stopped answering: replace it.
             await self._kill()
             r.last_error = self._why()
-            self._set(ReplicaStatus.FAILED)
             r.restarts += 1
+            self._set(ReplicaStatus.FAILED)
             if self.rt.on_restart is not None:
                 self.rt.on_restart(r.endpoint)
             log.warning(
@@ -122,7 +138,7 @@ class _Supervisor:
 
     def _set(self, status: ReplicaStatus) -> None:
         self.replica.status = status
-        self.rt.changed()
+        self.rt.events.publish(EventKind.CHANGED, self.replica)
 
     def _why(self) -> str:
         rc = self.proc.returncode if self.proc else None
@@ -187,13 +203,21 @@ class _Supervisor:
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
         await asyncio.shield(self._kill())
+        self.rt.events.publish(EventKind.REMOVED, self.replica)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 class LocalRuntime:
+    """Replicas as subprocesses of this process, bound to ``replica_host``."""
+
     def __init__(
         self,
         *,
         home: Path,
+        replica_host: str = "127.0.0.1",
         engine_threads: int = 0,
         start_timeout_s: float = 120.0,
         health_interval_s: float = 2.0,
@@ -201,6 +225,8 @@ class LocalRuntime:
         on_restart: Callable[[str], None] | None = None,
     ) -> None:
         self.home = home
+        self.replica_host = replica_host
+        """The address replicas bind to and are reached at (``replica_host`` setting)."""
         self.on_restart = on_restart
         """Called with the endpoint's name each time one of its replicas is restarted."""
         self.engine_threads = engine_threads
@@ -208,24 +234,23 @@ class LocalRuntime:
         self.health_interval_s = health_interval_s
         self.backoff_max_s = backoff_max_s
         self.http = httpx.AsyncClient()
+        self.events = Events()
         self._sups: dict[str, list[_Supervisor]] = {}
         self._retiring: dict[str, list[_Supervisor]] = {}
+        self._rollouts: dict[str, Rollout] = {}
+        self._rolling: dict[str, asyncio.Task[None]] = {}
         self._lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._changed = asyncio.Event()
 
-    def changed(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+    supervising = True
 
-    async def wait_changed(self) -> None:
-        """Return at the next change of any replica's state."""
-        await self._changed.wait()
+    def watch(self) -> Watch:
+        return self.events.watch()
 
     async def wait_ready(self, name: str, count: int = 1) -> None:
-        """Return once ``name`` has ``count`` ready replicas (bound it with a timeout)."""
-        while sum(r.status == ReplicaStatus.READY for r in self.replicas(name)) < count:
-            await self._changed.wait()
+        await wait_ready(self, name, count)
+
+    def rollout(self, name: str) -> Rollout | None:
+        return self._rollouts.get(name)
 
     def threads_for(self, ep: Endpoint) -> int:
         if self.engine_threads:
@@ -243,12 +268,8 @@ class LocalRuntime:
         async with self._lock:
             sups = self._sups.setdefault(ep.name, [])
             if sups and sups[0].ep.generation != ep.generation:
-                # New spec: start a full new set, retire the old one once it is ready.
-                self._retiring.setdefault(ep.name, []).extend(sups)
+                await self._supersede(ep, sups)
                 sups = self._sups[ep.name] = []
-                task = asyncio.create_task(self._retire_when_ready(ep.name))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
             while len(sups) < ep.replicas:
                 sups.append(_Supervisor(self, ep, len(sups)))
             while len(sups) > ep.replicas:
@@ -256,20 +277,64 @@ class LocalRuntime:
             for s in sups:
                 s.ep = ep
 
-    async def _retire_when_ready(self, name: str) -> None:
+    async def _supersede(self, ep: Endpoint, current: list[_Supervisor]) -> None:
+        """Start a full new set for ``ep``'s generation; the ready replicas of the old
+        one serve until the new set is ready (those that never became ready go now)."""
+        await tasks.cancel(self._rolling.pop(ep.name, None))
+        serving = [s for s in current if s.replica.status == ReplicaStatus.READY]
+        await asyncio.gather(*(s.stop() for s in current if s not in serving))
+        retiring = self._retiring.setdefault(ep.name, [])
+        retiring.extend(serving)
+        if not retiring:
+            self._rollouts.pop(ep.name, None)
+            return
+        self._rollouts[ep.name] = Rollout("rolling", ep.generation)
+        self._rolling[ep.name] = asyncio.create_task(
+            self._retire_when_ready(ep.name, ep.generation), name=f"rollout {ep.name}"
+        )
+
+    async def _retire_when_ready(self, name: str, generation: int) -> None:
+        """Stop the old replicas once every new one is ready. Past the start timeout
+        the rollout is reported failed, and the old ones keep serving while the new
+        ones keep trying (a later update replaces them)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.start_timeout_s
-        while loop.time() < deadline:
-            new = self._sups.get(name, [])
-            if not new or all(s.replica.status == ReplicaStatus.READY for s in new):
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), deadline - loop.time())
+        with self.watch() as events:
+            while not self._rolled(name):
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        await anext(events)
+                except TimeoutError:
+                    self._rollouts[name] = Rollout("failed", generation, self._why_not(name))
+                    log.warning("the rollout of %s to generation %d failed", name, generation)
+                    # Followers learn of it with the old replicas, which stay for now.
+                    for r in self.replicas(name):
+                        self.events.publish(EventKind.CHANGED, r)
+                    deadline = float("inf")
+        self._rollouts[name] = Rollout("complete", generation)
+        self._rolling.pop(name, None)
         old = self._retiring.pop(name, [])
-        await asyncio.gather(*(s.stop() for s in old))
+        # Shielded: cancelled by a newer rollout now, these must still stop.
+        await asyncio.shield(asyncio.gather(*(s.stop() for s in old)))
+
+    def _rolled(self, name: str) -> bool:
+        new = self._sups.get(name, [])
+        return not new or all(s.replica.status == ReplicaStatus.READY for s in new)
+
+    def _why_not(self, name: str) -> str:
+        new = self._sups.get(name, [])
+        ready = sum(s.replica.status == ReplicaStatus.READY for s in new)
+        errors = [s.replica.last_error for s in new if s.replica.last_error]
+        head = (
+            f"{ready} of {len(new)} new replicas ready after "
+            f"{self.start_timeout_s:g} s; the previous generation keeps serving"
+        )
+        return f"{head}; last error: {errors[-1]}" if errors else head
 
     async def delete(self, name: str) -> None:
         async with self._lock:
+            await tasks.cancel(self._rolling.pop(name, None))
+            self._rollouts.pop(name, None)
             sups = self._sups.pop(name, []) + self._retiring.pop(name, [])
         await asyncio.gather(*(s.stop() for s in sups))
 

@@ -1,5 +1,9 @@
 """Runtimes by name (the ``runtime`` setting), imported lazily (the Kubernetes one pulls
-in its client); plugins add more through the ``modelplane.runtimes`` entry point group."""
+in its client); plugins add more through the ``modelplane.runtimes`` entry point group.
+
+A runtime factory is called with the server's ``settings`` (it reads the knobs it
+needs) and ``on_restart`` (called with an endpoint's name whenever one of its replicas
+restarts), and returns a :class:`~modelplane.runtimes.base.Runtime`."""
 
 from __future__ import annotations
 
@@ -26,5 +30,5 @@ def create(name: str, **kwargs: Any) -> Runtime:
     return runtimes.get(name)(**kwargs)
 
 
-register("local", "modelplane.runtimes.local:LocalRuntime")
-register("local-shared", "modelplane.runtimes.shared:SharedLocalRuntime")
+register("local", "modelplane.runtimes.shared:local")
+register("local-shared", "modelplane.runtimes.shared:local_shared")

@@ -198,16 +198,17 @@ async def _open_parts(
     await keys.start()
     stack.push_async_callback(keys.close)
     runtime = runtimes.create(
-        "local-shared" if settings.workers > 1 else "local",
-        home=settings.home,
-        engine_threads=settings.engine_threads,
-        start_timeout_s=settings.replica_start_timeout_s,
-        health_interval_s=settings.health_interval_s,
-        backoff_max_s=settings.restart_backoff_max_s,
+        settings.runtime,
+        settings=settings,
         on_restart=metrics.restarted if metrics is not None else None,
     )
+    reconciler = Reconciler(
+        db, runtime, node=settings.node_name, interval_s=settings.reconcile_interval_s
+    )
+    # Closed in reverse: the reconciler's loop, then the replicas, then their entries
+    # in the database (so other nodes stop routing to them).
+    stack.push_async_callback(reconciler.after_close)
     stack.push_async_callback(runtime.close)
-    reconciler = Reconciler(db, runtime, interval_s=settings.reconcile_interval_s)
     stack.push_async_callback(reconciler.close)
     await reconciler.start()
     master = master_secret(
@@ -227,7 +228,7 @@ async def _open_parts(
     stack.push_async_callback(watcher.close)
     # Teams first: the others name them. Endpoints before routes, which refer to them.
     watcher.subscribe(teams, accounts, keys, secrets, reconciler, routes)
-    router = Router(lambda: reconciler.endpoints, runtime.replicas)
+    router = Router(lambda: reconciler.endpoints, reconciler.replicas, reconciler.unreachable)
     table = RouteTable(lambda: routes.routes, lambda: reconciler.endpoints)
     shared = coord.create(
         settings.redis_url or None, cache_max_bytes=settings.response_cache_max_bytes

@@ -94,6 +94,30 @@ class EndpointRow(Base):
     generation: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    node: Mapped[str | None] = mapped_column(String(63))
+    """The node whose servers run its replicas (none: the first server to reconcile it
+    claims it)."""
+
+
+class ReplicaRow(Base):
+    """A replica as its node published it, for servers of other nodes to route to.
+    Written when the replica changes, and touched now and then so that readers can
+    tell a node that went away (``control/placement.py``)."""
+
+    __tablename__ = "replicas"
+    __table_args__ = (Index("ix_replicas_endpoint", "endpoint"),)
+
+    node: Mapped[str] = mapped_column(String(63), primary_key=True)
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(100))
+    machine: Mapped[str] = mapped_column(String(200))
+    """The publishing machine, so that a reader knows whether a loopback address is its own."""
+    generation: Mapped[int] = mapped_column(Integer)
+    url: Mapped[str] = mapped_column(String(300))
+    status: Mapped[str] = mapped_column(String(16))
+    restarts: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime]
 
 
 class RouteRow(Base):

@@ -96,6 +96,9 @@ class Endpoint:
         )
         object.__setattr__(self, "spec", spec)
 
+    node: str | None = None
+    """The node that runs its replicas (local endpoints; none until one claims it)."""
+
     def engine_options(self) -> dict[str, Any]:
         """The options the engine gets (every option the gateway does not read)."""
         return self.spec.engine_options

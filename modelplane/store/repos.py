@@ -75,6 +75,7 @@ def _endpoint(r: EndpointRow) -> Endpoint:
         dict(r.resources or {}),
         dict(r.autoscaling) if r.autoscaling is not None else None,
         list(r.adapters or ()),
+        r.node,
     )
 
 
@@ -193,9 +194,11 @@ class EndpointRepo:
         resources: dict[str, Any] | None = None,
         autoscaling: dict[str, Any] | None = None,
         adapters: list[dict[str, Any]] | None = None,
+        node: str | None = None,
     ) -> Endpoint:
         now = utc_now()
         row = EndpointRow(
+            node=node,
             id=uuid.uuid4().hex,
             name=name,
             engine=engine,
@@ -253,6 +256,19 @@ class EndpointRepo:
             row.updated_at = utc_now()
             await bump(s, "endpoints")
             return _endpoint(row)
+
+    async def claim(self, names: list[str], node: str) -> bool:
+        """Make ``node`` the node of those of ``names`` that have none; whether any had."""
+        async with self.db.session() as s:
+            res = await s.execute(
+                update(EndpointRow)
+                .where(EndpointRow.name.in_(names), EndpointRow.node.is_(None))
+                .values(node=node)
+            )
+            claimed = bool(getattr(res, "rowcount", 0))
+            if claimed:
+                await bump(s, "endpoints")
+            return claimed
 
     async def delete(self, name: str) -> bool:
         async with self.db.session() as s:
