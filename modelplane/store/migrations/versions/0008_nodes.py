@@ -1,14 +1,13 @@
 """Nodes: the node that runs each endpoint's replicas, and the replicas it publishes.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-# Re-chained onto 0007 (endpoint spec) when both branches meet.
 down_revision = "0007"
 branch_labels = None
 depends_on = None
