@@ -60,11 +60,12 @@ class Gauges:
         """Replicas and queues: cheap, from memory, every second; and the requests
         recorded since the last flush written out."""
         self.metrics.flush()
-        runtime = self.reconciler.runtime
         replicas = {}
         for ep in self.reconciler.endpoints.values():
             if ep.provider is None:
-                ready = sum(r.status == ReplicaStatus.READY for r in runtime.replicas(ep.name))
+                ready = sum(
+                    r.status == ReplicaStatus.READY for r in self.reconciler.replicas(ep.name)
+                )
                 replicas[ep.name] = (ready, ep.replicas)
             elif ep.options.get("health_check") is not None:
                 # One replica, ready while its active health check passes, so that
