@@ -9,10 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from modelplane.errors import first_invalid
 from modelplane.gateway.balancing import BalancingConfig
-from modelplane.gateway.gatekeeper import Price
 from modelplane.gateway.health import HealthCheck
-from modelplane.gateway.limits import RateLimits
 from modelplane.gateway.router import QueueConfig
+from modelplane.governance.gatekeeper import Price
+from modelplane.governance.limits import RateLimits
 from modelplane.identity import Role, Scope
 
 

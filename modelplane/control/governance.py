@@ -13,7 +13,7 @@ from modelplane.control.teams import TeamService
 from modelplane.control.usage import UsageService
 from modelplane.control.watcher import Watcher
 from modelplane.coord import Counters
-from modelplane.gateway.gatekeeper import Gatekeeper
+from modelplane.governance.gatekeeper import Gatekeeper
 from modelplane.store.db import Database
 from modelplane.store.governance import UsageRepo
 from modelplane.store.records import Endpoint
