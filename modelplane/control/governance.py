@@ -1,5 +1,5 @@
 """Governance, assembled: rate limits, budgets and usage reports (the services behind
-``/api``), and the gatekeeper the gateway admits requests through."""
+``/api``), and the gatekeeper (``governance/``) the gateway admits requests through."""
 
 from __future__ import annotations
 
