@@ -8,9 +8,9 @@ request path calls it, and adds one stage at a time:
 - ``baseline``: the loop alone (each request's ``Inbound`` built, nothing governed).
 - ``admit``: ``Gatekeeper.admit``: the budget check and the endpoint's rate limits
   (requests and tokens per minute, both counted, ``x-ratelimit-*`` headers built).
-- ``settle``: the answer handed to the permit: the outcome queued, settled in batches
-  (its usage read from the body, the token estimate corrected, the cost computed) into
-  a usage record. Records are not written.
+- ``settle``: the answer read (its usage, from the body) and settled: the outcome
+  queued, settled in batches (the token estimate corrected, the cost computed) into a
+  usage record. Records are not written.
 - ``write``: the records written to the database as well: a temporary SQLite file, as
   ``modelplane up`` uses, or with ``--postgres URL`` a database created on that
   PostgreSQL server for the rep and dropped after it.
@@ -55,14 +55,14 @@ OPTIONS = {"base_url": "http://127.0.0.1:9/v1", "price": PRICE, "limits": LIMITS
 async def stage(name: str, requests: int, database: str, burst: int, pause_s: float) -> float:
     """CPU µs per request of one stage, in this process."""
     from modelplane.coord.memory import MemoryCounters
-    from modelplane.gateway.gatekeeper import Gatekeeper
     from modelplane.gateway.inbound import Inbound, peek
     from modelplane.gateway.routes import ResolvedRoute, RouteSpec
+    from modelplane.governance.gatekeeper import Gatekeeper
     from modelplane.identity import Caller
-    from modelplane.providers.base import Reply
     from modelplane.store.db import Database
     from modelplane.store.governance import UsageRepo
     from modelplane.store.records import Endpoint, Usage
+    from modelplane.telemetry.answers import read_answer
 
     db = Database(database)
     await db.migrate()
@@ -100,10 +100,7 @@ async def stage(name: str, requests: int, database: str, burst: int, pause_s: fl
             if admit:
                 permit = await keeper.admit(req, route)
                 if settle:
-                    reply = Reply(
-                        200, "application/json", ANSWER, None, {"x-modelplane-target": "mock"}
-                    )
-                    permit.complete(reply)
+                    keeper.settle(permit, read_answer(200, ANSWER, len(request), "mock"))
             if i % burst == burst - 1:
                 await asyncio.sleep(pause_s)
 

@@ -9,7 +9,7 @@ from modelplane.control.audit import AuditLog
 from modelplane.control.snapshot import Snapshot
 from modelplane.control.subjects import Scope, Subject, Subjects
 from modelplane.errors import InvalidRequest, NotFound, PermissionDenied
-from modelplane.gateway.budgets import PERIODS, BudgetRule, Spend
+from modelplane.governance.budgets import PERIODS, BudgetRule, Spend
 from modelplane.identity import Caller
 from modelplane.store.db import Database
 from modelplane.store.governance import BudgetRepo

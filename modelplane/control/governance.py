@@ -1,5 +1,5 @@
 """Governance, assembled: rate limits, budgets and usage reports (the services behind
-``/api``), and the gatekeeper the gateway admits requests through."""
+``/api``), and the gatekeeper (``governance/``) the gateway admits requests through."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from modelplane.control.teams import TeamService
 from modelplane.control.usage import UsageService
 from modelplane.control.watcher import Watcher
 from modelplane.coord import Counters
-from modelplane.gateway.gatekeeper import Gatekeeper
+from modelplane.governance.gatekeeper import Gatekeeper
 from modelplane.store.db import Database
 from modelplane.store.governance import UsageRepo
 from modelplane.store.records import Endpoint

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from modelplane.control.audit import AuditLog
 from modelplane.control.snapshot import Snapshot
 from modelplane.control.subjects import Scope, Subject, Subjects
-from modelplane.gateway.limits import LimitRule
+from modelplane.governance.limits import LimitRule
 from modelplane.identity import Caller
 from modelplane.spec import RateLimits
 from modelplane.store.db import Database

@@ -33,14 +33,15 @@ from modelplane.errors import (
 )
 from modelplane.gateway.cache import ResponseCache
 from modelplane.gateway.deadline import Deadline
-from modelplane.gateway.governance import Governor, Open
 from modelplane.gateway.inbound import Inbound
 from modelplane.gateway.router import Router
 from modelplane.gateway.routes import ResolvedRoute, RouteTable
+from modelplane.governance.governor import Governor, Open, Permit
 from modelplane.providers import registry as providers
 from modelplane.providers.base import Call, Provider, Reply, Target
 from modelplane.store.records import Endpoint
 from modelplane.telemetry import tracing
+from modelplane.telemetry.answers import Answer, failed
 from modelplane.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ class Proxy:
         local_timeout_s: float = 120.0,
         cache: ResponseCache | None = None,
         secrets: Callable[[str], str | None] | None = None,
-        governor: Governor | None = None,
+        governor: Governor[Any] | None = None,
         metrics: Metrics | None = None,
         tracer: Tracer | None = None,
     ) -> None:
@@ -118,7 +119,7 @@ class Proxy:
         self.local_timeout_s = local_timeout_s
         self.cache = cache
         self.secrets = secrets
-        self.governor: Governor = governor or Open()
+        self.governor: Governor[Any] = governor or Open()
         self.metrics = metrics
         self.tracer = tracer
         """Spans of routing, admission, each upstream attempt (None: tracing is off)."""
@@ -173,7 +174,9 @@ class Proxy:
         stream: AsyncIterator[dict[str, Any]] = pull(self.session(), target, model)
         return stream
 
-    async def forward(self, req: Inbound) -> Reply:
+    async def forward(self, req: Inbound) -> tuple[Reply, Permit]:
+        """The answer, and the permit it was admitted under: whoever reads the answer
+        hands its :class:`Answer` to ``settle`` with it (a failure is settled here)."""
         with tracing.span(self.tracer, "route"):
             route = self.routes.resolve(req.peeked.model)
             if not req.caller.can_read(route.owner):
@@ -184,10 +187,21 @@ class Proxy:
             reply = await self._serve(req, route)
         except BaseException as exc:
             with tracing.span(self.tracer, "usage.record"):
-                permit.fail(exc)
+                if isinstance(exc, ModelplaneError):
+                    if permit.headers:
+                        exc.extra_headers = {**permit.headers, **exc.extra_headers}
+                    status = exc.status
+                else:
+                    status = 499 if isinstance(exc, asyncio.CancelledError) else 500
+                self.governor.settle(permit, failed(status))
             raise
-        with tracing.span(self.tracer, "usage.record"):
-            return permit.complete(reply)
+        if permit.headers:
+            reply.headers = {**reply.headers, **permit.headers}
+        return reply, permit
+
+    def settle(self, permit: Permit, answer: Answer) -> None:
+        """How a request admitted by ``forward`` was answered (once per request)."""
+        self.governor.settle(permit, answer)
 
     async def _serve(self, req: Inbound, route: ResolvedRoute) -> Reply:
         spec = route.spec
@@ -200,7 +214,7 @@ class Proxy:
             if hit is not None:
                 stream = self.cache.replay(hit) if hit.stream else None
                 body = None if hit.stream else hit.body
-                return Reply(200, hit.content_type, body, stream, {"x-modelplane-cache": "hit"})
+                return Reply(200, hit.content_type, body, stream, cache="hit")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._total_s(route)[0]
         sticky = None
@@ -214,10 +228,10 @@ class Proxy:
                 self.metrics.fallback(route.name, name)
             outcome = await self._target(route, name, req, deadline)
             if isinstance(outcome, Reply):
-                outcome.headers = {**outcome.headers, "x-modelplane-target": name}
+                outcome.target = name
                 if cache_key is not None and self.cache is not None:
                     self._store(outcome, cache_key, route.spec.cache.ttl_s)
-                    outcome.headers["x-modelplane-cache"] = "miss"
+                    outcome.cache = "miss"
                 return outcome
             last = outcome
             if outcome.kind not in spec.fallback_on or loop.time() >= deadline:

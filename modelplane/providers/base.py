@@ -84,6 +84,12 @@ class Reply:
     stream: AsyncIterator[bytes] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     """Headers worth passing to the client (``retry-after``, ``x-ratelimit-*``)."""
+    target: str | None = None
+    """The endpoint that served it (set by the gateway; None for cache hits). The
+    client sees it as ``x-modelplane-target``, written once at the edge."""
+    cache: Literal["hit", "miss"] | None = None
+    """The response cache's part (set by the gateway; None: not looked up). The client
+    sees it as ``x-modelplane-cache``."""
 
 
 class Provider(Protocol):

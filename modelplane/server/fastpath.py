@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 from starlette.types import Message, Receive, Scope, Send
@@ -31,6 +32,7 @@ from modelplane.errors import ModelplaneError, PermissionDenied
 from modelplane.gateway.inbound import Inbound, peek
 from modelplane.providers.base import Kind, Reply
 from modelplane.server.middleware import length_over, request_id, too_large
+from modelplane.telemetry.answers import read_answer
 from modelplane.telemetry.logging import request_id_var
 
 if TYPE_CHECKING:
@@ -92,9 +94,15 @@ def error_parts(
 
 
 def _headers(reply: Reply, length: int | None, rid: bytes) -> list[tuple[bytes, bytes]]:
+    """The answer's head; the reply's target and cache status are written here, once,
+    as ``x-modelplane-target`` and ``x-modelplane-cache``."""
     out = [(b"content-type", reply.content_type.encode("latin-1")), (b"x-request-id", rid)]
     if length is not None:
         out.append((b"content-length", str(length).encode()))
+    if reply.target is not None:
+        out.append((b"x-modelplane-target", reply.target.encode("latin-1")))
+    if reply.cache is not None:
+        out.append((b"x-modelplane-cache", reply.cache.encode()))
     out.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items())
     return out
 
@@ -159,13 +167,21 @@ class FastPath:
             body = await body_of()
             peeked = peek(body)
             obs.model, obs.body = peeked.model, peeked.body
-            reply = await platform.proxy.forward(Inbound(kind, body, peeked, rid, headers, caller))
+            proxy = platform.proxy
+            reply, permit = await proxy.forward(Inbound(kind, body, peeked, rid, headers, caller))
+            # One reading of the answer, for its usage record and for its metrics.
+            cached = reply.cache == "hit"
             if reply.stream is None:
                 data = reply.body or b""
+                answer = read_answer(reply.status, data, len(body), reply.target, cached)
+                with obs.span("usage.record"):
+                    proxy.settle(permit, answer)
                 await out.answer(reply.status, _headers(reply, len(data), raw_rid), data)
-                obs.answer(reply.status, reply.headers, data)
+                obs.answer(answer, data)
                 return
-            stream = obs.stream(reply.stream, reply.headers)
+            with obs.span("usage.record"):  # settled by the reader, when the stream ends
+                settle = partial(proxy.settle, permit)
+                stream = obs.stream(reply.stream, len(body), reply.target, cached, settle)
             await out.stream(reply.status, _headers(reply, None, raw_rid) + STREAM_HEADERS, stream)
         except asyncio.CancelledError:
             if not out.left:

@@ -234,7 +234,7 @@ class Metrics:
         self.tokens = r.counter(
             "modelplane_tokens",
             "Tokens by type (prompt, completion), as the answers' usage reports them "
-            "(streams without usage: one completion token per chunk)",
+            "(answers without usage: estimated as their usage records are)",
             ("endpoint", "team", "type"),
         )
         self.inflight = r.gauge("modelplane_inflight_requests", "Requests being served")

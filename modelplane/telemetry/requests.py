@@ -27,11 +27,10 @@ from opentelemetry.trace import Span
 from modelplane.errors import BudgetExceeded, ModelplaneError, RateLimited
 from modelplane.telemetry import tracing
 from modelplane.telemetry.answers import (
-    Watched,
+    Answer,
+    AnswerStream,
     answer_text,
-    completion_tokens,
     error_message,
-    prompt_tokens,
     stream_text,
 )
 from modelplane.telemetry.metrics import OTHER, Metrics
@@ -133,45 +132,52 @@ class InFlight:
         """A child span of this request (nothing when it is not traced)."""
         return tracing.span(self.obs.tracer, name)
 
-    def answer(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
-        """A whole answer was sent."""
+    def answer(self, answer: Answer, body: bytes) -> None:
+        """A whole answer was sent (``answer`` as read from ``body``)."""
         if self.done:
             return
         self.done = True
         stats = self.obs.stats
-        endpoint = headers.get("x-modelplane-target")
+        endpoint = answer.target
         label = endpoint or self.model
         elapsed = stats.timer() - self.started
-        tokens = completion_tokens(body)
+        status, tokens = answer.status, answer.completion
         stats.record(label, status, elapsed, None, tokens)
         if status >= 400:
             stats.add_error(self.model, label, status, error_message(body), self.request_id)
-        self._end(status, endpoint, elapsed, None, tokens, prompt_tokens(body), body, None)
+        self._end(status, endpoint, elapsed, None, tokens, answer.prompt, body, None)
 
     def stream(
-        self, chunks: AsyncIterator[bytes], headers: Mapping[str, str]
+        self,
+        chunks: AsyncIterator[bytes],
+        request_bytes: int,
+        target: str | None,
+        cached: bool,
+        then: Callable[[Answer], None],
     ) -> AsyncIterator[bytes]:
-        """``chunks`` passed through; the request is recorded when they end."""
+        """``chunks`` passed through the request's one answer reader; when they end,
+        ``then`` gets its :class:`Answer` (the usage record), and the request is
+        recorded from the same answer."""
         if self.done:
             return chunks
         self.done = True
-        endpoint = headers.get("x-modelplane-target")
-        label = endpoint or self.model
+        label = target or self.model
         kept: list[bytes] | None = None
-        if endpoint and self.obs.log_prompts(endpoint):
+        if target and self.obs.log_prompts(target):
             kept = []
             chunks = _keep(chunks, kept)
 
-        def done(first: float | None, tokens: int, error: bytes, prompt: int) -> None:
+        def done(answer: Answer) -> None:
+            then(answer)
             stats = self.obs.stats
             end = stats.timer()
-            code = stats.streamed(
-                label, self.model, self.request_id, self.started, first, tokens, error
-            )
+            stats.streamed(label, self.model, self.request_id, self.started, answer)
             text = None if kept is None else stream_text(b"".join(kept))
-            self._end(code, endpoint, end - self.started, first, tokens, prompt, None, text)
+            elapsed = end - self.started
+            first, tokens, prompt = answer.first, answer.completion, answer.prompt
+            self._end(answer.status, target, elapsed, first, tokens, prompt, None, text)
 
-        return Watched(chunks, self.obs.stats.timer, done)
+        return AnswerStream(chunks, request_bytes, self.obs.stats.timer, done, target, cached)
 
     def failed(self, exc: BaseException) -> None:
         """The request ends in ``exc`` (rendered as an error answer by the caller)."""

@@ -5,7 +5,7 @@ The last ten minutes in one-second buckets, per endpoint: requests, errors (stat
 streams, and completion tokens; plus the last 50 errors. Recording is O(1) and takes
 no lock (one event loop); reading adds the buckets of the window asked for.
 
-Endpoints are labelled by the ``x-modelplane-target`` of the answer, or by the
+Endpoints are labelled by the endpoint that answered (the reply's target), or by the
 requested model when there is none (errors, cache hits). Requested names come from
 clients, so at most ``max_labels`` labels are kept; the rest count under ``other``.
 Errors keep the time, model, status, message and request id: never a prompt or a key.
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from modelplane.errors import ModelplaneError
-from modelplane.telemetry.answers import Watched, completion_tokens, error_message, stream_error
+from modelplane.telemetry.answers import Answer, AnswerStream, error_message, stream_error
 from modelplane.telemetry.histogram import Histogram
 from modelplane.telemetry.logging import redact
 
@@ -122,10 +122,17 @@ class RequestStats:
         return label if len(labels) - (OTHER in labels) < self.max_labels else OTHER
 
     def answer(
-        self, label: str, model: str, request_id: str, started: float, status: int, body: bytes
+        self,
+        label: str,
+        model: str,
+        request_id: str,
+        started: float,
+        status: int,
+        body: bytes,
+        tokens: int = 0,
     ) -> None:
-        """A whole (non-streamed) answer; tokens from its ``usage`` when it has one."""
-        self.record(label, status, self.timer() - started, None, completion_tokens(body))
+        """A whole (non-streamed) answer of ``tokens`` completion tokens."""
+        self.record(label, status, self.timer() - started, None, tokens)
         if status >= 400:
             self.add_error(model, label, status, error_message(body), request_id)
 
@@ -143,28 +150,21 @@ class RequestStats:
     ) -> AsyncIterator[bytes]:
         """``chunks`` passed through, recorded when they end (or the client leaves)."""
 
-        def done(first: float | None, tokens: int, error: bytes, prompt: int) -> None:
-            self.streamed(label, model, request_id, started, first, tokens, error)
+        def done(answer: Answer) -> None:
+            self.streamed(label, model, request_id, started, answer)
 
-        return Watched(chunks, self.timer, done)
+        return AnswerStream(chunks, 0, self.timer, done)
 
     def streamed(
-        self,
-        label: str,
-        model: str,
-        request_id: str,
-        started: float,
-        first: float | None,
-        tokens: int,
-        error: bytes,
-    ) -> int:
-        """A stream that ended (what ``stream`` records); returns its status."""
-        status, message = stream_error(error) if error else (200, "")
+        self, label: str, model: str, request_id: str, started: float, answer: Answer
+    ) -> None:
+        """A stream that ended, as its reader saw it (what ``stream`` records)."""
+        first = answer.first
         ttft = None if first is None else first - started
-        self.record(label, status, self.timer() - started, ttft, tokens)
-        if error:
+        self.record(label, answer.status, self.timer() - started, ttft, answer.completion)
+        if answer.error:
+            status, message = stream_error(answer.error)
             self.add_error(model, label, status, message, request_id)
-        return status
 
     def add_error(
         self, model: str, endpoint: str | None, status: int, message: str, request_id: str

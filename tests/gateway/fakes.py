@@ -10,8 +10,9 @@ key); ``model_checks`` records the headers of each.
 A chat request can also steer its own answer, whatever the order requests arrive in:
 words ``mode=<mode>``, ``prompt=<n>`` and ``tokens=<n>`` in its last message set its
 behaviour, its ``usage.prompt_tokens`` and its completion tokens (a stream then sends
-that many text chunks). Streams end with a usage chunk when the request asks for
-``stream_options.include_usage``, as OpenAI's do.
+that many text chunks); ``usage=none`` leaves ``usage`` out of a whole answer. Streams
+end with a usage chunk when the request asks for ``stream_options.include_usage``, as
+OpenAI's do.
 """
 
 from __future__ import annotations
@@ -203,7 +204,10 @@ class FakeUpstream:
             await asyncio.get_running_loop().run_in_executor(None, self.gate.wait, 30)
         model = body["model"]
         if not body.get("stream"):
-            return web.json_response(completion(self.name, model, prompt, tokens))
+            answer = completion(self.name, model, prompt, tokens)
+            if steer.get("usage") == "none":  # as some upstreams answer
+                del answer["usage"]
+            return web.json_response(answer)
         resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await resp.prepare(request)
         if "tokens" in steer:

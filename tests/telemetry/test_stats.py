@@ -176,8 +176,9 @@ async def test_a_stream_is_timed_and_counted_when_it_ends() -> None:
     out = [c async for c in stats.stream(slow(), "ep", "model", "r", started)]
     assert len(out) == 3
     totals = stats.snapshot(60, 60)["endpoints"]["ep"]["totals"]
-    # Without a usage chunk: one token per chunk, the closing [DONE] not counted.
-    assert (totals["requests"], totals["errors"], totals["tokens"]) == (1, 0, 2)
+    # Without a usage chunk: one token per text-bearing frame (three in two chunks), as
+    # the usage record estimates too (one per chunk, 2, before both shared one reader).
+    assert (totals["requests"], totals["errors"], totals["tokens"]) == (1, 0, 3)
     assert 10 < totals["ttft_p50_ms"] <= 25
     assert 500 < totals["p50_ms"] <= 1000
 

@@ -62,7 +62,7 @@ class LimitRule:
         object.__setattr__(self, "concurrency", self.limits.concurrency)
 
 
-def estimate_tokens(body: bytes, obj: dict[str, Any]) -> int:
+def estimate_tokens(body: bytes, obj: Mapping[str, Any]) -> int:
     """Tokens a request is charged when admitted (see the module docstring)."""
     asked = obj.get("max_completion_tokens", obj.get("max_tokens"))
     completion = asked if isinstance(asked, int) and asked > 0 else 0

@@ -4,8 +4,8 @@ forwarded, usage and cost after (see :mod:`modelplane.gateway.governance` for th
 Admission, in order, and what each costs on the request path:
 
 1. Budgets of the caller's key and team: a dictionary lookup each (spend is kept in
-   memory, see :mod:`~modelplane.gateway.budgets`).
-2. Rate limits of the key, the team and the endpoint (:mod:`~modelplane.gateway.limits`):
+   memory, see :mod:`~modelplane.governance.budgets`).
+2. Rate limits of the key, the team and the endpoint (:mod:`~modelplane.governance.limits`):
    one atomic step for all their request and token counters (one Redis round trip with
    Redis), plus one per concurrency limit. Nothing at all when none is configured.
 
@@ -15,11 +15,12 @@ implicit route) and for single-target routes and aliases that is exactly the end
 that answers; a weighted split counts against its first target only (put the limit on
 every target's endpoint, or on the route's callers, to bound a split as a whole).
 
-Afterwards, one :class:`~modelplane.gateway.usage.Outcome` per request goes to the
-usage recorder, which settles it off the request path: tokens from the answer's
-``usage``, cost from the answering endpoint's ``options.price``, the token estimate
-replaced by what was used, concurrency slots given back, spend added to budgets.
-Refused requests (429) are recorded too, with no tokens.
+Afterwards, ``settle`` hands one :class:`Outcome` per request (the permit and the
+:class:`~modelplane.telemetry.answers.Answer` its reader read) to the usage recorder,
+which settles it off the request path: tokens as the answer reader read them, cost from
+the answering endpoint's ``options.price``, the token estimate replaced by what was
+used, concurrency slots given back, spend added to budgets. Refused requests (429) are
+recorded too, with no tokens.
 """
 
 from __future__ import annotations
@@ -29,32 +30,25 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from modelplane.coord import Counters, Slot
-from modelplane.errors import BudgetExceeded, ModelplaneError, RateLimited
-from modelplane.gateway.budgets import BudgetRule, Spend
-from modelplane.gateway.governance import Permit
-from modelplane.gateway.inbound import Inbound
-from modelplane.gateway.limits import (
+from modelplane.errors import BudgetExceeded, RateLimited
+from modelplane.governance.budgets import BudgetRule, Spend
+from modelplane.governance.governor import Request, Route
+from modelplane.governance.limits import (
     NO_LIMITS,
     Grant,
     Limiter,
     LimitRule,
     estimate_tokens,
 )
-from modelplane.gateway.routes import ResolvedRoute
-from modelplane.gateway.usage import (
-    Outcome,
-    Tap,
-    UsageRecorder,
-    answer_text_tokens,
-    stream_status,
-)
-from modelplane.providers.base import Reply
+from modelplane.governance.usage import UsageRecorder
 from modelplane.spec import Price
 from modelplane.store.governance import UsageRepo
 from modelplane.store.records import Endpoint, Usage
+from modelplane.telemetry.answers import Answer, failed
 
 log = logging.getLogger(__name__)
 
@@ -62,74 +56,45 @@ log = logging.getLogger(__name__)
 FREE = Price()
 
 
-class Ticket:
-    """One admitted request: the permit the proxy holds, and what settling needs."""
+class Pass:
+    """One admitted request: what settling it needs (plain data, handed over once)."""
 
     __slots__ = (
         "at",
-        "body_len",
-        "done",
         "grant",
-        "keeper",
+        "headers",
         "key_id",
         "request_id",
         "route",
+        "settled",
         "started",
         "team_id",
     )
 
-    def __init__(self, keeper: Gatekeeper, req: Inbound, route: str, grant: Grant) -> None:
-        self.keeper = keeper
-        self.key_id = req.caller.key_id
-        self.team_id = req.caller.team_id
+    def __init__(self, req: Request, route: str, grant: Grant) -> None:
+        caller = req.caller
+        self.key_id = caller.key_id
+        self.team_id = caller.team_id
         self.request_id = req.request_id
         self.route = route
-        self.body_len = len(req.body)
         self.grant = grant
+        self.headers: Mapping[str, str] = grant.headers
         self.at = time.time()
         self.started = asyncio.get_running_loop().time()
-        self.done = False
-
-    def complete(self, reply: Reply) -> Reply:
-        if self.grant.headers:
-            reply.headers = {**reply.headers, **self.grant.headers}
-        endpoint = reply.headers.get("x-modelplane-target")
-        cached = reply.headers.get("x-modelplane-cache") == "hit"
-        if reply.stream is not None and reply.status < 400:
-            reply.stream = Tap(reply.stream, self, endpoint, cached)
-        else:
-            ok = reply.status < 400
-            self.finish(
-                Outcome(
-                    None,
-                    reply.status,
-                    asyncio.get_running_loop().time(),
-                    endpoint,
-                    cached,
-                    body=reply.body if ok else None,
-                    failed=not ok,
-                )
-            )
-        return reply
-
-    def fail(self, error: BaseException) -> None:
-        if isinstance(error, ModelplaneError):
-            status = error.status
-            if self.grant.headers:
-                error.extra_headers = {**self.grant.headers, **error.extra_headers}
-        else:
-            status = 499 if isinstance(error, asyncio.CancelledError) else 500
-        self.finish(Outcome(None, status, asyncio.get_running_loop().time(), failed=True))
-
-    def finish(self, outcome: Outcome) -> None:
-        if self.done:
-            return
-        self.done = True
-        outcome.ticket = self
-        self.keeper.hand_over(outcome)
+        self.settled = False
 
 
-def settle_at_once(outcome: Outcome, grant: Grant) -> bool:
+@dataclass(slots=True)
+class Outcome:
+    """How one admitted request ended: its permit, its answer, and when."""
+
+    permit: Pass
+    answer: Answer
+    ended: float
+    """``loop.time()`` at the end (the last byte of a stream)."""
+
+
+def settle_at_once(answer: Answer, grant: Grant) -> bool:
     """Whether replacing a request's token estimate by what it used can change whether
     the next request fits, so that it must not wait for the next batch: when one of its
     token counters is in the last quarter of its limit, or when it used more than its
@@ -138,10 +103,9 @@ def settle_at_once(outcome: Outcome, grant: Grant) -> bool:
         return False
     if grant.slack < 0:
         return True
-    if outcome.failed:
+    if answer.failed:
         return False  # its whole estimate comes back: only near the limit does it matter
-    used = outcome.used()
-    return used is None or used[0] + used[1] - grant.tokens > grant.slack
+    return answer.estimated or answer.prompt + answer.completion - grant.tokens > grant.slack
 
 
 class Gatekeeper:
@@ -169,7 +133,7 @@ class Gatekeeper:
         )
         self.limits = limits
         self.endpoints = endpoints
-        self.recorder = UsageRecorder(
+        self.recorder: UsageRecorder[Outcome] = UsageRecorder(
             repo,
             self._settle,
             flush_interval_s=flush_interval_s,
@@ -190,7 +154,7 @@ class Gatekeeper:
         await self.recorder.close()
         await self.spend.close()
 
-    async def admit(self, req: Inbound, route: ResolvedRoute) -> Permit:
+    async def admit(self, req: Request, route: Route) -> Pass:
         caller = req.caller
         try:
             self.spend.check(caller.key_id, caller.team_id)
@@ -208,27 +172,28 @@ class Gatekeeper:
                 tokens = estimate_tokens(req.body, req.peeked.body)
                 grant = await self.limiter.admit(rules, tokens)
         except (RateLimited, BudgetExceeded) as exc:
-            Ticket(self, req, route.name, NO_LIMITS).fail(exc)
+            self.settle(Pass(req, route.name, NO_LIMITS), failed(exc.status))
             raise
-        return Ticket(self, req, route.name, grant)
+        return Pass(req, route.name, grant)
 
-    def hand_over(self, outcome: Outcome) -> None:
-        ticket: Ticket = outcome.ticket
+    def settle(self, permit: Pass, answer: Answer) -> None:
+        if permit.settled:
+            return
+        permit.settled = True
+        outcome = Outcome(permit, answer, asyncio.get_running_loop().time())
         # Held slots, token estimates and spend against a budget limit the next
         # requests: settle those as soon as the recorder runs (outcomes that arrive
         # meanwhile join the batch); the others can wait a little to be settled together.
-        grant = ticket.grant
+        grant = permit.grant
         urgent = (
             bool(grant.slots)
-            or settle_at_once(outcome, grant)
-            or self.spend.tracks(ticket.key_id, ticket.team_id)
+            or settle_at_once(answer, grant)
+            or self.spend.tracks(permit.key_id, permit.team_id)
         )
         if self.recorder.submit(outcome, urgent=urgent):
             return
-        if ticket.grant.slots:  # the record is lost; the slots must still be given back
-            task = asyncio.get_running_loop().create_task(
-                self.limiter.settle(ticket.grant, ticket.grant.tokens)
-            )
+        if grant.slots:  # the record is lost; the slots must still be given back
+            task = asyncio.get_running_loop().create_task(self.limiter.settle(grant, grant.tokens))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -267,10 +232,10 @@ class Gatekeeper:
             try:
                 usage = self._record(outcome)
             except Exception:
-                log.exception("settling the usage of request %s failed", outcome.ticket.request_id)
+                log.exception("settling the usage of request %s failed", outcome.permit.request_id)
                 continue
             records.append(usage)
-            t: Ticket = outcome.ticket
+            t = outcome.permit
             if t.grant is not NO_LIMITS:
                 delta = usage.prompt_tokens + usage.completion_tokens - t.grant.tokens
                 for key in t.grant.token_keys if delta else ():
@@ -287,27 +252,12 @@ class Gatekeeper:
         return records
 
     def _record(self, outcome: Outcome) -> Usage:
-        t: Ticket = outcome.ticket
-        prompt = completion = 0
-        estimated = False
-        status = outcome.status
-        if not outcome.failed:
-            used = outcome.used()
-            if outcome.tail is not None:
-                status = stream_status(outcome.tail, left=outcome.left)
-            if used is None:
-                estimated = True
-                prompt = max(1, t.body_len // 4)
-                completion = (
-                    outcome.frames
-                    if outcome.tail is not None
-                    else answer_text_tokens(outcome.body or b"")
-                )
-            else:
-                prompt, completion = used
+        t, answer = outcome.permit, outcome.answer
+        prompt, completion = answer.prompt, answer.completion
+        endpoint, cached = answer.target, answer.cached
         cost = 0.0
-        if outcome.endpoint and not outcome.cached and (prompt or completion):
-            cost = self._endpoint(outcome.endpoint)[2].cost(prompt, completion)
+        if endpoint and not cached and (prompt or completion):
+            cost = self._endpoint(endpoint)[2].cost(prompt, completion)
         self._ids += 1
         return Usage(
             f"{self._id_prefix}{self._ids:016x}",
@@ -316,12 +266,12 @@ class Gatekeeper:
             t.key_id,
             t.team_id,
             t.route,
-            outcome.endpoint,
-            status,
+            endpoint,
+            answer.status,
             prompt,
             completion,
             cost,
             max(0.0, (outcome.ended - t.started) * 1000) if outcome.ended else 0.0,
-            outcome.cached,
-            estimated,
+            cached,
+            answer.estimated,
         )

@@ -1,12 +1,11 @@
-"""Usage records: what each answer used, parsed from its bytes; the batched recorder's
-semantics; and, end to end on SQLite and PostgreSQL, totals that equal what clients
-were told, failures mixed in, nothing lost at shutdown and nothing counted twice."""
+"""Usage records: the batched recorder's semantics; and, end to end on SQLite and
+PostgreSQL, totals that equal what clients were told, failures mixed in, nothing lost at
+shutdown and nothing counted twice."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import threading
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,58 +17,13 @@ import openai
 import pytest
 
 from modelplane.config import Settings
-from modelplane.gateway.usage import (
-    Outcome,
-    UsageRecorder,
-    answer_text_tokens,
-    parse_usage,
-    stream_status,
-    text_frames,
-)
+from modelplane.governance.usage import UsageRecorder
 from modelplane.store.db import Database
 from modelplane.store.governance import WRITE_CHUNK, UsageRepo
 from modelplane.store.records import Usage
 from tests.gateway.accounts import chat_body, make_key, usage_records
-from tests.gateway.fakes import FakeUpstream, chunk, usage_chunk
+from tests.gateway.fakes import FakeUpstream
 from tests.helpers import Server
-
-
-def test_usage_is_found_in_bodies_and_stream_tails() -> None:
-    body = json.dumps(
-        {"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 5, "x": 1}}
-    ).encode()
-    assert parse_usage(body) == (12, 5)
-    tail = (
-        chunk("m", "hi") + chunk("m", None, "stop") + usage_chunk("m", 7, 9) + b"data: [DONE]\n\n"
-    )
-    assert parse_usage(tail) == (7, 9)
-    # Chunks that say "usage": null (include_usage, before the last one) are skipped.
-    nulls = b'data: {"choices":[{"delta":{"content":"x"}}],"usage":null}\n\n'
-    assert parse_usage(usage_chunk("m", 1, 2) + nulls) == (1, 2)
-    assert parse_usage(nulls) is None
-    # Generated text that mentions usage is text, not usage.
-    quoted = b'{"choices":[{"message":{"content":"\\"usage\\": {\\"prompt_tokens\\": 1}"}}]}'
-    assert parse_usage(quoted) is None
-    # Embeddings count only prompt tokens; Anthropic-style names work too.
-    assert parse_usage(b'{"usage": {"prompt_tokens": 4, "total_tokens": 4}}') == (4, 0)
-    assert parse_usage(b'{"usage": {"input_tokens": 3, "output_tokens": 2}}') == (3, 2)
-    assert parse_usage(b"not json at all") is None
-
-
-def test_estimates_without_usage() -> None:
-    stream = chunk("m", "a") + chunk("m", "") + chunk("m", "b") + chunk("m", None, "stop")
-    assert text_frames(stream) == 2
-    assert text_frames(b'data: {"choices":[{"text": "x"}]}\n\n') == 1
-    body = json.dumps({"choices": [{"message": {"content": "x" * 40}}]}).encode()
-    assert answer_text_tokens(body) == 10
-    assert stream_status(chunk("m", "a") + b"data: [DONE]\n\n") == 200
-    broken = chunk("m", "a") + b'data: {"error": {"message": "x", "code": "upstream_error"}}\n\n'
-    assert stream_status(broken) == 502
-    late = b'data: {"error": {"message": "x", "code": "upstream_timeout"}}\n\n'
-    assert stream_status(late) == 504
-    # A client that hangs up after [DONE] got everything; one that hangs up before, not.
-    assert stream_status(chunk("m", "a") + b"data: [DONE]\n\n", left=True) == 200
-    assert stream_status(chunk("m", "a"), left=True) == 499
 
 
 def _usage(i: int) -> Usage:
@@ -113,8 +67,8 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     await database.close()
 
 
-async def _settle(outcomes: list[Outcome]) -> list[Usage]:
-    return [_usage(int(outcome.ticket)) for outcome in outcomes]
+async def _settle(outcomes: list[int]) -> list[Usage]:
+    return [_usage(outcome) for outcome in outcomes]
 
 
 async def test_the_recorder_batches_retries_and_drains_at_close(db: Database) -> None:
@@ -122,11 +76,11 @@ async def test_the_recorder_batches_retries_and_drains_at_close(db: Database) ->
     recorder = UsageRecorder(repo, _settle, flush_interval_s=0.05, batch_max=10, queue_max=100)
     await recorder.start()
     for i in range(25):
-        assert recorder.submit(Outcome(i, 200, 0.0))
+        assert recorder.submit(i)
     await asyncio.sleep(0.01)
     assert recorder.written < 25  # two failed writes: the records wait, with backoff
     for i in range(25, 30):
-        recorder.submit(Outcome(i, 200, 0.0))
+        recorder.submit(i)
     await recorder.close()  # writes what is left before returning
     stored = await UsageRepo(db).all()
     assert sorted(r.id for r in stored) == sorted(f"id-{i}" for i in range(30))
@@ -156,7 +110,7 @@ async def test_a_full_queue_drops_and_counts_instead_of_waiting(
     repo = Flaky(db, failures=1000)
     recorder = UsageRecorder(repo, _settle, flush_interval_s=0.01, queue_max=5)
     await recorder.start()
-    accepted = [recorder.submit(Outcome(i, 200, 0.0)) for i in range(8)]
+    accepted = [recorder.submit(i) for i in range(8)]
     assert accepted == [True] * 5 + [False] * 3 and recorder.dropped == 3
     assert "usage records dropped" in caplog.text
     recorder.close_timeout_s = 0.2

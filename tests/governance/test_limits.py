@@ -6,14 +6,13 @@ the next request fits."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
 from modelplane.coord import Coord
 from modelplane.errors import RateLimited
-from modelplane.gateway.gatekeeper import settle_at_once
-from modelplane.gateway.limits import (
+from modelplane.governance.gatekeeper import settle_at_once
+from modelplane.governance.limits import (
     MINUTE,
     Grant,
     Limiter,
@@ -21,8 +20,8 @@ from modelplane.gateway.limits import (
     duration,
     estimate_tokens,
 )
-from modelplane.gateway.usage import Outcome
 from modelplane.spec import RateLimits
+from modelplane.telemetry.answers import Answer, read_answer
 from tests.coord.helpers import Backend
 
 
@@ -120,13 +119,13 @@ async def test_a_grant_knows_how_far_its_token_counters_are_from_their_last_quar
 
 
 def test_a_token_estimate_is_corrected_at_once_only_where_it_can_change_a_decision() -> None:
-    def outcome(prompt: int, completion: int | None, **kw: Any) -> Outcome:
+    def outcome(prompt: int, completion: int | None, failed: bool = False) -> Answer:
         usage = (
             ""
             if completion is None
             else f',"usage":{{"prompt_tokens":{prompt},' + (f'"completion_tokens":{completion}}}')
         )
-        return Outcome(None, 200, 0.0, body=f'{{"id":"x"{usage}}}'.encode(), **kw)
+        return read_answer(400 if failed else 200, f'{{"id":"x"{usage}}}'.encode(), 0)
 
     roomy = Grant(tokens=100, token_keys=["tpm:k"], slack=500)
     # Used about what it was charged, far from the limit: the next batch will do.

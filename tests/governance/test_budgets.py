@@ -11,7 +11,7 @@ import pytest
 
 from modelplane.config import Settings
 from modelplane.errors import BudgetExceeded
-from modelplane.gateway.budgets import BudgetRule, Spend, period_bounds
+from modelplane.governance.budgets import BudgetRule, Spend, period_bounds
 from modelplane.store.db import Database
 from modelplane.store.governance import UsageRepo
 from modelplane.store.records import Budget, Usage
