@@ -1,5 +1,5 @@
 """The governor the gateway runs with: budgets and rate limits before a request is
-forwarded, usage and cost after (see :mod:`modelplane.gateway.governance` for the seam).
+forwarded, usage and cost after (see :mod:`modelplane.governance.governor` for the seam).
 
 Admission, in order, and what each costs on the request path:
 
