@@ -41,7 +41,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     args = [
         sys.executable,
         "-m",
-        "llama_cpp.server",
+        "tests.providers.llama_server",  # llama_cpp.server, without AMX buffers
         "--model",
         str(resolve_source("smollm2")),
         "--model_alias",
