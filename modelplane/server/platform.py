@@ -184,7 +184,7 @@ class Platform:
             secrets=secrets.get,
             governor=governance.gatekeeper if settings.governance_enabled else None,
         )
-        health = HealthChecker(lambda: reconciler.endpoints, router, proxy.upstream, proxy.session)
+        health = HealthChecker(lambda: reconciler.endpoints, router, proxy.upstream)
         health.sync()
         reconciler.followers.append(health.sync)
         watcher.start()
