@@ -105,7 +105,10 @@ class Registry(Generic[T]):
                 obj = load_path(entry) if isinstance(entry, str) else entry.load()
             except (ImportError, AttributeError) as exc:
                 raise LookupError(f"the {self.kind} '{name}' ({where}) cannot load: {exc}") from exc
-            loaded = self._check(obj) if self._check is not None else cast(T, obj)
+            try:
+                loaded = self._check(obj) if self._check is not None else cast(T, obj)
+            except TypeError as exc:
+                raise TypeError(f"the {self.kind} '{name}' ({where}) is unusable: {exc}") from exc
             self._entries[name] = loaded
             return loaded
         return entry

@@ -3,7 +3,8 @@
 :class:`Loop` calls a step every ``interval_s`` (the first call at once, or after one
 interval); a step that raises is logged with the loop's name and tried again at the
 next tick, so one bad database read does not end the refresh for good. ``close`` cancels
-the task and waits for it; it is safe to call twice, or before ``start``.
+the task and waits for it; it is safe to call twice, or before ``start`` (``stop``
+cancels without waiting, for code that cannot await).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +59,19 @@ class Loop:
                     self.on_error(exc)
             await asyncio.sleep(self.interval_s)
 
-    async def close(self) -> None:
+    def stop(self) -> asyncio.Task[None] | None:
+        """Cancel the task at once, without waiting for it to finish (for callers that
+        cannot await); returns it, for whoever awaits its end later."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        return task
+
+    async def close(self) -> None:
+        await cancel(self.stop())
 
 
-async def cancel(task: asyncio.Task[object] | None) -> None:
+async def cancel(task: asyncio.Task[Any] | None) -> None:
     """Cancel ``task`` (if any) and wait until it has finished."""
     if task is not None and not task.done():
         task.cancel()

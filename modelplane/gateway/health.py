@@ -17,7 +17,7 @@ own, so ``serve --workers N`` sends N checks per interval.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,9 +28,10 @@ import aiohttp
 
 from modelplane.errors import ModelplaneError
 from modelplane.gateway.router import Router
-from modelplane.providers.base import Provider, Target
+from modelplane.providers.base import Provider, Target, Timeouts
 from modelplane.spec import HealthCheck
 from modelplane.store.records import Endpoint
+from modelplane.tasks import Loop, cancel
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +92,12 @@ class HealthChecker:
         endpoints: Callable[[], Mapping[str, Endpoint]],
         router: Router,
         upstream: Upstream,
-        session: Callable[[], aiohttp.ClientSession],
     ) -> None:
         self._endpoints = endpoints
         self._router = router
         self._upstream = upstream
-        self._session = session
-        """The gateway's pooled session for control-plane calls (``Proxy.session``)."""
         self._seen: Mapping[str, Endpoint] | None = None
-        self._loops: dict[str, tuple[str, HealthCheck, asyncio.Task[None]]] = {}
+        self._loops: dict[str, tuple[str, HealthCheck, Loop]] = {}
         self._health: dict[str, Health] = {}
         self._stopping: set[asyncio.Task[None]] = set()
 
@@ -108,13 +106,12 @@ class HealthChecker:
         return self._health.get(name)
 
     async def close(self) -> None:
-        tasks = [loop[2] for loop in self._loops.values()] + list(self._stopping)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        loops = [entry[2] for entry in self._loops.values()]
         self._loops.clear()
+        for loop in loops:
+            await loop.close()
+        for task in list(self._stopping):
+            await cancel(task)
 
     def sync(self) -> None:
         """Start, restart and stop check loops to match the endpoints snapshot."""
@@ -127,11 +124,12 @@ class HealthChecker:
             check = ep.spec.gateway.health_check
             if ep.provider is not None and check is not None:
                 wanted[ep.name] = (ep.id, check)
-        for name, (ep_id, check, task) in list(self._loops.items()):
+        for name, (ep_id, check, loop) in list(self._loops.items()):
             if wanted.get(name) != (ep_id, check):
-                task.cancel()
-                self._stopping.add(task)
-                task.add_done_callback(self._stopping.discard)
+                task = loop.stop()  # cancelled now: no check of the old kind runs after this
+                if task is not None:
+                    self._stopping.add(task)
+                    task.add_done_callback(self._stopping.discard)
                 del self._loops[name]
                 if name not in wanted or wanted[name][0] != ep_id:  # gone, or another one
                     self._health.pop(name, None)
@@ -140,32 +138,37 @@ class HealthChecker:
             if name not in self._loops:
                 health = self._health.setdefault(name, Health())
                 health.failures = health.successes = 0  # counted again under the new check
-                task = asyncio.create_task(self._watch(name, check, health), name=f"check {name}")
-                self._loops[name] = (ep_id, check, task)
+                loop = Loop(
+                    f"check {name}",
+                    functools.partial(self._check, name, check, health),
+                    check.interval_s,
+                    first_now=True,
+                )
+                loop.start()
+                self._loops[name] = (ep_id, check, loop)
 
-    async def _watch(self, name: str, check: HealthCheck, health: Health) -> None:
-        while True:
-            error = await self._probe(name, check)
-            if health.record(error, check, datetime.now(UTC)):
-                if health.healthy:
-                    log.info("endpoint '%s' passes its health check again; back in service", name)
-                else:
-                    log.warning(
-                        "endpoint '%s' failed %d health checks in a row (%s); out of service",
-                        name,
-                        health.failures,
-                        error,
-                    )
-                self._router.set_health(name, None if health.healthy else error)
-            await asyncio.sleep(check.interval_s)
+    async def _check(self, name: str, check: HealthCheck, health: Health) -> None:
+        error = await self._probe(name, check)
+        if health.record(error, check, datetime.now(UTC)):
+            if health.healthy:
+                log.info("endpoint '%s' passes its health check again; back in service", name)
+            else:
+                log.warning(
+                    "endpoint '%s' failed %d health checks in a row (%s); out of service",
+                    name,
+                    health.failures,
+                    error,
+                )
+            self._router.set_health(name, None if health.healthy else error)
 
     async def _probe(self, name: str, check: HealthCheck) -> str | None:
         """One check; why it failed, or ``None``. Reasons name statuses and exception
         classes only, never a URL, header or upstream body (they may hold secrets)."""
         try:
             provider, target = self._upstream(name)
+            limit = Timeouts(connect_s=check.timeout_s, read_s=check.timeout_s)
             async with asyncio.timeout(check.timeout_s):
-                await provider.health(self._session(), target)
+                await provider.health(target, timeouts=limit)
         except TimeoutError:
             return f"no answer within {check.timeout_s:g} s"
         except ModelplaneError as exc:

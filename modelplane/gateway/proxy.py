@@ -38,7 +38,7 @@ from modelplane.gateway.router import Router
 from modelplane.gateway.routes import ResolvedRoute, RouteTable
 from modelplane.governance.governor import Governor, Open, Permit
 from modelplane.providers import registry as providers
-from modelplane.providers.base import Call, Provider, Reply, Target
+from modelplane.providers.base import Call, Provider, Pullable, Reply, Target, Timeouts
 from modelplane.store.records import Endpoint
 from modelplane.telemetry import tracing
 from modelplane.telemetry.answers import Answer, failed
@@ -47,6 +47,8 @@ from modelplane.telemetry.metrics import Metrics
 log = logging.getLogger(__name__)
 
 PROPAGATE = ("traceparent", "tracestate")
+CONTROL_TIMEOUTS = Timeouts(connect_s=5.0, read_s=30.0)
+"""For control-plane calls to a provider (its model list)."""
 
 
 @dataclass(slots=True)
@@ -94,10 +96,10 @@ def _embeds(ep: Endpoint) -> bool:
 
 class Proxy:
     """Forwards through providers. The OpenAI-compatible one (local replicas included)
-    keeps its own keep-alive HTTP/1.1 pool (``providers/http1.py``); the translating
-    providers share pooled aiohttp sessions, one per route connect timeout. Both parse
-    HTTP in C, which matters on a small machine where gateway CPU is taken from the
-    model's decode threads (see bench/README.md).
+    keeps its own keep-alive HTTP/1.1 pool (``providers/http1.py``); each translating
+    provider owns a pooled aiohttp session. Both parse HTTP in C, which matters on a
+    small machine where gateway CPU is taken from the model's decode threads (see
+    bench/README.md). Each call hands the provider its timeouts (``Timeouts``).
     """
 
     def __init__(
@@ -123,26 +125,8 @@ class Proxy:
         self.metrics = metrics
         self.tracer = tracer
         """Spans of routing, admission, each upstream attempt (None: tracing is off)."""
-        self._sessions: dict[float, aiohttp.ClientSession] = {}
-
-    def session(self, connect_s: float = 5.0) -> aiohttp.ClientSession:
-        """The pooled session for one connect timeout (routes rarely differ in it, and a
-        per-request timeout would have to be threaded through every provider)."""
-        session = self._sessions.get(connect_s)
-        if session is None:
-            # Created lazily, inside the running loop that will use it.
-            session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_s),
-                connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=30),
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept-Encoding"),
-            )
-            self._sessions[connect_s] = session
-        return session
 
     async def close(self) -> None:
-        for session in self._sessions.values():
-            await session.close()
         await providers.close_all()
 
     def upstream(self, name: str) -> tuple[Provider, Target]:
@@ -158,7 +142,7 @@ class Proxy:
     async def upstream_models(self, name: str) -> list[str]:
         provider, target = self.upstream(name)
         try:
-            return await provider.models(self.session(), target)
+            return await provider.models(target, timeouts=CONTROL_TIMEOUTS)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamError(
                 f"'{name}' could not be asked for its models ({type(exc).__name__})"
@@ -168,11 +152,10 @@ class Proxy:
         """Have an external endpoint's provider download ``model`` (Ollama), yielding its
         progress; 400 for providers that cannot."""
         provider, target = self.upstream(name)
-        pull = getattr(provider, "pull", None)
-        if pull is None:
+        if not isinstance(provider, Pullable):
             raise InvalidRequest(f"the {provider.name} provider cannot pull models")
-        stream: AsyncIterator[dict[str, Any]] = pull(self.session(), target, model)
-        return stream
+        # A pull downloads gigabytes: no read limit, only the connect one.
+        return provider.pull(target, model, timeouts=Timeouts(CONTROL_TIMEOUTS.connect_s))
 
     async def forward(self, req: Inbound) -> tuple[Reply, Permit]:
         """The answer, and the permit it was admitted under: whoever reads the answer
@@ -370,7 +353,9 @@ class Proxy:
             limit = Deadline(first_by)
             try:
                 with limit:
-                    reply = await provider.send(self.session(timeouts.connect_s), target, call)
+                    reply = await provider.send(
+                        target, call, timeouts=Timeouts(connect_s=timeouts.connect_s)
+                    )
                     first = None
                     if reply.stream is not None:
                         try:

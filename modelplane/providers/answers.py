@@ -29,7 +29,8 @@ from typing import Any
 import aiohttp
 import yarl
 
-from modelplane.providers.base import Call, Reply
+from modelplane.providers.base import Call, Reply, Timeouts
+from modelplane.providers.client import client_timeout
 from modelplane.providers.translate import ToolCall
 from modelplane.providers.wire import DONE, SSE, error_event, error_reply, sse
 
@@ -317,6 +318,7 @@ async def exchange(
     url: str | yarl.URL,
     call: Call,
     *,
+    timeouts: Timeouts,
     body: bytes,
     headers: Mapping[str, str],
     error: Callable[[int, bytes, Mapping[str, str]], Reply],
@@ -329,7 +331,9 @@ async def exchange(
     translated JSON body, or (when ``events`` is given) a translated SSE stream, returned
     once its first text or tool call has arrived."""
     resp: aiohttp.ClientResponse | None
-    resp = await session.post(url, data=body, headers=headers, params=params)
+    resp = await session.post(
+        url, data=body, headers=headers, params=params, timeout=client_timeout(timeouts)
+    )
     try:
         if resp.status >= 400:
             return error(resp.status, await resp.read(), resp.headers)

@@ -33,7 +33,8 @@ from modelplane.providers.answers import (
     exchange,
     sse_events,
 )
-from modelplane.providers.base import Call, Kind, Reply, Target
+from modelplane.providers.base import Call, Kind, Reply, Target, Timeouts
+from modelplane.providers.client import Client, client_timeout
 from modelplane.providers.translate import (
     Chat,
     Image,
@@ -88,6 +89,12 @@ class AnthropicProvider:
     kinds: ClassVar[frozenset[Kind]] = frozenset({"chat"})
     health_path: ClassVar[str | None] = "/v1/models"
 
+    def __init__(self) -> None:
+        self._client = Client()
+
+    async def close(self) -> None:
+        await self._client.close()
+
     def _headers(self, target: Target, extra: Mapping[str, str]) -> dict[str, str]:
         opts = target.options
         headers = {
@@ -102,16 +109,17 @@ class AnthropicProvider:
             headers["x-api-key"] = key
         return headers
 
-    async def send(self, session: aiohttp.ClientSession, target: Target, call: Call) -> Reply:
+    async def send(self, target: Target, call: Call, *, timeouts: Timeouts) -> Reply:
         try:
             chat = parse_chat(call.obj)
             body = request_body(chat, call.model, call.stream, target.options.get("max_tokens"))
         except Untranslatable as exc:
             return error_reply(400, exc.message, "invalid_parameter")
         return await exchange(
-            session,
+            self._client.session(),
             _base(target) + "/v1/messages",
             call,
+            timeouts=timeouts,
             body=json.dumps(body).encode(),
             headers=self._headers(target, call.headers),
             error=_error,
@@ -120,12 +128,15 @@ class AnthropicProvider:
             include_usage=chat.include_usage,
         )
 
-    async def models(self, session: aiohttp.ClientSession, target: Target) -> list[str]:
+    async def models(self, target: Target, *, timeouts: Timeouts) -> list[str]:
         names: list[str] = []
         params = {"limit": "1000"}
         while True:
-            async with session.get(
-                _base(target) + "/v1/models", headers=self._headers(target, {}), params=params
+            async with self._client.session().get(
+                _base(target) + "/v1/models",
+                headers=self._headers(target, {}),
+                params=params,
+                timeout=client_timeout(timeouts),
             ) as resp:
                 if resp.status != 200:
                     return names
@@ -135,11 +146,12 @@ class AnthropicProvider:
                 return names
             params = {"limit": "1000", "after_id": str(data["last_id"])}
 
-    async def health(self, session: aiohttp.ClientSession, target: Target) -> None:
+    async def health(self, target: Target, *, timeouts: Timeouts) -> None:
         path = probe_path(target, self.health_path)
         # One model is enough to know the API and the key work.
         params = {"limit": "1"} if path == self.health_path else None
-        await probe(session, _base(target) + path, path, self._headers(target, {}), params)
+        url, headers = _base(target) + path, self._headers(target, {})
+        await probe(self._client.session(), url, path, headers, params, timeouts=timeouts)
 
 
 def _base(target: Target) -> str:

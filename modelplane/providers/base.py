@@ -15,6 +15,8 @@ The contract the gateway relies on, for every provider:
   ``code: "context_length_exceeded"`` (status 400) whatever the upstream called it, and
   rate limiting keeps its 429 (with ``retry-after`` in ``headers`` when the upstream sent
   one), so fallbacks can be taken on either.
+- ``timeouts`` (:class:`Timeouts`) bounds connecting and each read; a connect that
+  takes longer raises ``TimeoutError`` (or aiohttp's subclass of it).
 - ``send`` returns once the upstream's status is known. A streamed ``Reply.stream``
   owns the upstream response and releases it when exhausted or closed; a failure in
   the middle of a stream ends it with an ``error`` SSE event, never an exception.
@@ -30,9 +32,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
-
-import aiohttp
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from modelplane.values import value
 
@@ -74,6 +74,17 @@ class Target:
         return f"Target(base_url={self.base_url!r}, credentials={sorted(self.credentials)})"
 
 
+@value
+class Timeouts:
+    """How long a provider waits on its upstream. The caller's own deadline (the
+    gateway's ``timeouts.ttft_s`` and ``total_s``) bounds the whole request on top."""
+
+    connect_s: float = 5.0
+    """To open a connection (TCP and TLS)."""
+    read_s: float | None = None
+    """Between two reads of the answer; ``None``: no limit of the provider's own."""
+
+
 @dataclass(slots=True)
 class Reply:
     """An upstream answer in OpenAI shape."""
@@ -93,7 +104,8 @@ class Reply:
 
 
 class Provider(Protocol):
-    """An upstream wire protocol. Instances are stateless and shared by all requests."""
+    """An upstream wire protocol. One instance serves all requests; it may own pooled
+    connections, released by ``close`` (see :class:`Closable`)."""
 
     name: ClassVar[str]
     default_base_url: ClassVar[str]
@@ -103,13 +115,33 @@ class Provider(Protocol):
     """What ``health`` GETs by default; ``None`` where the upstream has no cheap
     read-only request, so a health check must name ``options.health_check.path``."""
 
-    async def send(self, session: aiohttp.ClientSession, target: Target, call: Call) -> Reply: ...
+    async def send(self, target: Target, call: Call, *, timeouts: Timeouts) -> Reply: ...
 
-    async def models(self, session: aiohttp.ClientSession, target: Target) -> list[str]:
+    async def models(self, target: Target, *, timeouts: Timeouts) -> list[str]:
         """The model names the upstream offers (empty where it cannot tell)."""
         ...
 
-    async def health(self, session: aiohttp.ClientSession, target: Target) -> None:
+    async def health(self, target: Target, *, timeouts: Timeouts) -> None:
         """GET ``options.health_check.path`` (else ``health_path``) with the upstream's
         auth; raise unless it answers 2xx."""
+        ...
+
+
+@runtime_checkable
+class Closable(Protocol):
+    """A provider holding connections open; ``close`` releases them, and a later
+    request opens new ones (the gateway closes every provider when it stops)."""
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Pullable(Protocol):
+    """A provider that can download a model into its upstream (Ollama)."""
+
+    def pull(
+        self, target: Target, model: str, *, timeouts: Timeouts
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Start the download, yielding the upstream's progress objects until done;
+        raise ``UpstreamError`` when the upstream cannot pull ``model``."""
         ...

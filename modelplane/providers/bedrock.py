@@ -37,7 +37,8 @@ from modelplane.providers.answers import (
     chat_completion,
     exchange,
 )
-from modelplane.providers.base import Call, Kind, Reply, Target
+from modelplane.providers.base import Call, Kind, Reply, Target, Timeouts
+from modelplane.providers.client import Client
 from modelplane.providers.translate import (
     Chat,
     Image,
@@ -105,8 +106,12 @@ class BedrockProvider:
 
     def __init__(self) -> None:
         self._chain: Any = None  # botocore's default credentials, found once
+        self._client = Client()
 
-    async def send(self, session: aiohttp.ClientSession, target: Target, call: Call) -> Reply:
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def send(self, target: Target, call: Call, *, timeouts: Timeouts) -> Reply:
         region = _region(target)
         try:
             chat = parse_chat(call.obj)
@@ -118,9 +123,10 @@ class BedrockProvider:
         headers = await self._sign(target, region, url, body)
         headers.update(call.headers)
         return await exchange(
-            session,
+            self._client.session(),
             yarl.URL(url, encoded=True),  # sent exactly as signed (yarl would unquote %3A)
             call,
+            timeouts=timeouts,
             body=body,
             headers=headers,
             error=_error,
@@ -129,17 +135,19 @@ class BedrockProvider:
             include_usage=chat.include_usage,
         )
 
-    async def models(self, session: aiohttp.ClientSession, target: Target) -> list[str]:
+    async def models(self, target: Target, *, timeouts: Timeouts) -> list[str]:
         return []  # listing lives on the control-plane API (bedrock, not bedrock-runtime)
 
-    async def health(self, session: aiohttp.ClientSession, target: Target) -> None:
+    async def health(self, target: Target, *, timeouts: Timeouts) -> None:
         """GET ``options.health_check.path`` (required: Bedrock has no cheap read-only
         request of its own), signed like a request."""
         region = _region(target)
         path = probe_path(target, self.health_path)
         url = _base(target, region) + path
         headers = await self._sign(target, region, url, b"", method="GET")
-        await probe(session, yarl.URL(url, encoded=True), path, headers)
+        await probe(
+            self._client.session(), yarl.URL(url, encoded=True), path, headers, timeouts=timeouts
+        )
 
     async def _sign(
         self, target: Target, region: str, url: str, body: bytes, method: str = "POST"

@@ -38,7 +38,8 @@ from modelplane.providers.answers import (
     json_lines,
     text_completion,
 )
-from modelplane.providers.base import Call, Kind, Reply, Target
+from modelplane.providers.base import Call, Kind, Reply, Target, Timeouts
+from modelplane.providers.client import Client, client_timeout
 from modelplane.providers.translate import (
     Chat,
     Image,
@@ -59,6 +60,12 @@ class OllamaProvider:
     kinds: ClassVar[frozenset[Kind]] = frozenset({"chat", "completions", "embeddings"})
     health_path: ClassVar[str | None] = "/api/version"
 
+    def __init__(self) -> None:
+        self._client = Client()
+
+    async def close(self) -> None:
+        await self._client.close()
+
     def _headers(self, target: Target, extra: Mapping[str, str]) -> dict[str, str]:
         headers = {"content-type": "application/json", **extra}
         headers.update(target.options.get("headers") or {})
@@ -66,7 +73,7 @@ class OllamaProvider:
             headers["authorization"] = f"Bearer {key}"
         return headers
 
-    async def send(self, session: aiohttp.ClientSession, target: Target, call: Call) -> Reply:
+    async def send(self, target: Target, call: Call, *, timeouts: Timeouts) -> Reply:
         try:
             if call.kind == "embeddings":
                 path, body = "/api/embed", _embed_body(call)
@@ -80,9 +87,10 @@ class OllamaProvider:
         options = call.obj.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         return await exchange(
-            session,
+            self._client.session(),
             _base(target) + path,
             call,
+            timeouts=timeouts,
             body=json.dumps(body).encode(),
             headers=self._headers(target, call.headers),
             error=_error,
@@ -91,27 +99,35 @@ class OllamaProvider:
             include_usage=include_usage,
         )
 
-    async def models(self, session: aiohttp.ClientSession, target: Target) -> list[str]:
+    async def models(self, target: Target, *, timeouts: Timeouts) -> list[str]:
         headers = self._headers(target, {})
-        async with session.get(_base(target) + "/api/tags", headers=headers) as resp:
+        async with self._client.session().get(
+            _base(target) + "/api/tags", headers=headers, timeout=client_timeout(timeouts)
+        ) as resp:
             if resp.status != 200:
                 return []
             data: Any = await resp.json(content_type=None)
         return [m["name"] for m in data.get("models", []) if isinstance(m, dict) and "name" in m]
 
-    async def health(self, session: aiohttp.ClientSession, target: Target) -> None:
+    async def health(self, target: Target, *, timeouts: Timeouts) -> None:
         path = probe_path(target, self.health_path)
-        await probe(session, _base(target) + path, path, self._headers(target, {}))
+        url, headers = _base(target) + path, self._headers(target, {})
+        await probe(self._client.session(), url, path, headers, timeouts=timeouts)
 
     async def pull(
-        self, session: aiohttp.ClientSession, target: Target, model: str
+        self, target: Target, model: str, *, timeouts: Timeouts
     ) -> AsyncIterator[dict[str, Any]]:
         """Download ``model`` into Ollama, yielding its progress objects (``status``, and
         ``digest``/``total``/``completed`` while layers download) until ``success``.
         Raises ``UpstreamError`` when Ollama cannot pull it."""
         body = json.dumps({"model": model, "stream": True}).encode()
         headers = self._headers(target, {})
-        async with session.post(_base(target) + "/api/pull", data=body, headers=headers) as resp:
+        async with self._client.session().post(
+            _base(target) + "/api/pull",
+            data=body,
+            headers=headers,
+            timeout=client_timeout(timeouts),
+        ) as resp:
             if resp.status >= 400:
                 why = error_message(await resp.read(), f"HTTP {resp.status}")
                 raise UpstreamError(f"Ollama could not pull '{model}': {why}")

@@ -3,8 +3,8 @@ server, LM Studio, Together… and modelplane's own engine replicas.
 
 Bodies and SSE frames pass through as bytes. The body is re-encoded only when the
 upstream knows the model by another name than the client used. Requests go through the
-provider's own keep-alive pool (``http1.Http1Pool``), the gateway's hottest path; only
-``models()`` uses the aiohttp session it is given.
+provider's own keep-alive pool (``http1.Http1Pool``), the gateway's hottest path;
+``models()`` and ``health()`` go through its aiohttp session.
 
 Options: ``api_key_header`` (default ``authorization``, sent as ``Bearer <key>``; Azure
 wants ``api-key``), ``query`` (e.g. ``{"api-version": "2024-10-21"}`` for Azure),
@@ -18,13 +18,13 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from typing import Any, ClassVar, TypeVar
 
-import aiohttp
 import yarl
 
-from modelplane.providers.base import PATHS, Call, Kind, Reply, Target
+from modelplane.providers.base import PATHS, Call, Kind, Reply, Target, Timeouts
+from modelplane.providers.client import Client, client_timeout
 from modelplane.providers.http1 import Http1Pool, Http1Response
 from modelplane.providers.wire import (
     envelope,
@@ -38,6 +38,8 @@ from modelplane.providers.wire import (
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 class OpenAIProvider:
     name: ClassVar[str] = "openai"
@@ -47,6 +49,7 @@ class OpenAIProvider:
 
     def __init__(self) -> None:
         self._pool: Http1Pool | None = None
+        self._client = Client()
         self._prepared: dict[tuple[Any, ...], _Prepared] = {}
 
     def _headers(self, target: Target, call: Call) -> dict[str, str]:
@@ -62,7 +65,7 @@ class OpenAIProvider:
             headers[name] = f"Bearer {key}" if name == "authorization" else key
         return headers
 
-    async def send(self, session: aiohttp.ClientSession, target: Target, call: Call) -> Reply:
+    async def send(self, target: Target, call: Call, *, timeouts: Timeouts) -> Reply:
         body = call.body
         if call.obj.get("model") != call.model:
             body = json.dumps({**call.obj, "model": call.model}).encode()
@@ -75,29 +78,25 @@ class OpenAIProvider:
             if name.lower() not in prep.names:
                 headers.append((name.encode("latin-1"), value.encode()))
         headers += prep.headers
-        # The gateway keeps one aiohttp session per connect timeout: the timeout is read
-        # from it, so that the Provider signature stays the same for every provider.
-        timeout = session.timeout
         pool = self._pool
         if pool is None or pool.loop is not asyncio.get_running_loop():
             pool = self._pool = Http1Pool()
-        resp: Http1Response | None = await pool.request(
-            "POST",
-            prep.url,
-            headers,
-            body,
-            connect_timeout=timeout.sock_connect or timeout.connect or timeout.total,
+        read_s = timeouts.read_s  # the gateway passes None: its deadlines bound the request
+        resp: Http1Response | None = await _within(
+            read_s,
+            pool.request("POST", prep.url, headers, body, connect_timeout=timeouts.connect_s),
         )
         try:
             assert resp is not None
             ctype = resp.headers.get("content-type", "application/json")
             if resp.status >= 400:
-                return _error(resp.status, await resp.read(), passed_headers(resp.headers))
+                data = await _within(read_s, resp.read())
+                return _error(resp.status, data, passed_headers(resp.headers))
             if call.stream and ctype.startswith("text/event-stream"):
-                stream = _relay(resp, call.request_id)
+                stream = _relay(resp, call.request_id, read_s)
                 resp = None  # the stream owns it now
                 return Reply(200, ctype, None, stream)
-            return Reply(resp.status, ctype, await resp.read(), None)
+            return Reply(resp.status, ctype, await _within(read_s, resp.read()), None)
         finally:
             if resp is not None:
                 resp.release()
@@ -107,6 +106,7 @@ class OpenAIProvider:
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+        await self._client.close()
 
     def _prepare(self, target: Target, kind: Kind) -> _Prepared:
         """The URL and static headers of one upstream, built once: per-request header and
@@ -127,20 +127,26 @@ class OpenAIProvider:
             prep = self._prepared[key] = _Prepared(target, kind)
         return prep
 
-    async def models(self, session: aiohttp.ClientSession, target: Target) -> list[str]:
+    async def models(self, target: Target, *, timeouts: Timeouts) -> list[str]:
         url = target.base_url.rstrip("/") + "/models"
         headers = self._headers(target, Call("chat", b"", {}, "", False, uuid.uuid4().hex))
-        async with session.get(url, headers=headers, params=target.options.get("query")) as resp:
+        async with self._client.session().get(
+            url,
+            headers=headers,
+            params=target.options.get("query"),
+            timeout=client_timeout(timeouts),
+        ) as resp:
             if resp.status != 200:
                 return []
             data: Any = await resp.json(content_type=None)
         return [m["id"] for m in data.get("data", []) if isinstance(m, dict) and "id" in m]
 
-    async def health(self, session: aiohttp.ClientSession, target: Target) -> None:
+    async def health(self, target: Target, *, timeouts: Timeouts) -> None:
         path = probe_path(target, self.health_path)
         headers = self._headers(target, Call("chat", b"", {}, "", False, uuid.uuid4().hex))
         url = target.base_url.rstrip("/") + path
-        await probe(session, url, path, headers, target.options.get("query"))
+        query = target.options.get("query")
+        await probe(self._client.session(), url, path, headers, query, timeouts=timeouts)
 
 
 class _Prepared:
@@ -178,6 +184,14 @@ def _is_uuid(value: str) -> bool:
     return _UUID.fullmatch(value) is not None
 
 
+async def _within(limit_s: float | None, step: Awaitable[T]) -> T:
+    """``await step``, for at most ``limit_s`` (``None``: no limit, and no timer)."""
+    if limit_s is None:
+        return await step
+    async with asyncio.timeout(limit_s):
+        return await step
+
+
 def _error(status: int, body: bytes, headers: dict[str, str]) -> Reply:
     """An upstream's OpenAI error envelope passes through (``param`` and all), with the
     code normalised where the gateway acts on it; any other error body is wrapped."""
@@ -195,10 +209,21 @@ def _error(status: int, body: bytes, headers: dict[str, str]) -> Reply:
     return Reply(status, "application/json", body, None, headers)
 
 
-async def _relay(resp: Http1Response, request_id: str) -> AsyncIterator[bytes]:
+async def _relay(
+    resp: Http1Response, request_id: str, read_s: float | None
+) -> AsyncIterator[bytes]:
     try:
-        async for chunk in resp.iter_chunks():
-            yield chunk
+        if read_s is None:
+            async for chunk in resp.iter_chunks():
+                yield chunk
+        else:
+            chunks = aiter(resp.iter_chunks())
+            while True:
+                try:
+                    chunk = await _within(read_s, anext(chunks))
+                except StopAsyncIteration:
+                    break
+                yield chunk
     except (TimeoutError, OSError) as exc:
         log.warning("request %s: upstream stream broke (%s)", request_id, type(exc).__name__)
         yield sse(

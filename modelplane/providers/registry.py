@@ -5,14 +5,19 @@ dependencies such as botocore) are imported only when used."""
 from __future__ import annotations
 
 from modelplane.plugins import Registry
-from modelplane.providers.base import Provider
+from modelplane.providers.base import Closable, Provider
+
+_NEEDS = ("name", "default_base_url", "kinds", "health_path")
+_CALLS = ("send", "models", "health")
 
 
 def _instance(obj: object) -> Provider:
     """An entry may name a provider class (made once, shared) or an instance."""
     provider = obj() if isinstance(obj, type) else obj
-    if not callable(getattr(provider, "send", None)):
-        raise TypeError(f"{obj!r} is not a provider (it has no send())")
+    missing = [a for a in _NEEDS if not hasattr(provider, a)]
+    missing += [f"{a}()" for a in _CALLS if not callable(getattr(provider, a, None))]
+    if missing:
+        raise TypeError(f"{obj!r} is not a provider (it has no {', '.join(missing)})")
     return provider  # type: ignore[return-value]
 
 
@@ -36,9 +41,8 @@ async def close_all() -> None:
     """Close what the providers created so far hold open (connection pools); a provider
     that is used again afterwards opens new ones."""
     for _, provider in providers.loaded():
-        close = getattr(provider, "close", None)
-        if close is not None:
-            await close()
+        if isinstance(provider, Closable):
+            await provider.close()
 
 
 register("openai", "modelplane.providers.openai:OpenAIProvider")

@@ -46,7 +46,8 @@ from modelplane.providers.answers import (
     exchange,
     sse_events,
 )
-from modelplane.providers.base import Call, Kind, Reply, Target
+from modelplane.providers.base import Call, Kind, Reply, Target, Timeouts
+from modelplane.providers.client import Client
 from modelplane.providers.translate import (
     Chat,
     Image,
@@ -90,15 +91,19 @@ class VertexProvider:
     def __init__(self) -> None:
         self._adc: Any = None  # google-auth credentials, refreshed when expired
         self._lock: asyncio.Lock | None = None
+        self._client = Client()
 
-    async def send(self, session: aiohttp.ClientSession, target: Target, call: Call) -> Reply:
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def send(self, target: Target, call: Call, *, timeouts: Timeouts) -> Reply:
         project, region = _option(target, "project"), _option(target, "region")
         url = (
             f"{_base(target, region)}/v1/projects/{project}/locations/{region}"
             f"/publishers/google/models/{quote(call.model, safe='')}"
         )
         if call.kind == "embeddings":
-            return await self._embed(session, target, call, url)
+            return await self._embed(target, call, url, timeouts)
         if call.kind != "chat":
             return error_reply(400, f"the vertex provider does not serve {call.kind}")
         try:
@@ -108,9 +113,10 @@ class VertexProvider:
             return error_reply(400, exc.message, "invalid_parameter")
         method = ":streamGenerateContent" if call.stream else ":generateContent"
         return await exchange(
-            session,
+            self._client.session(),
             url + method,
             call,
+            timeouts=timeouts,
             body=json.dumps(body).encode(),
             headers=await self._headers(target, call),
             error=_error,
@@ -120,9 +126,7 @@ class VertexProvider:
             params={"alt": "sse"} if call.stream else None,
         )
 
-    async def _embed(
-        self, session: aiohttp.ClientSession, target: Target, call: Call, url: str
-    ) -> Reply:
+    async def _embed(self, target: Target, call: Call, url: str, timeouts: Timeouts) -> Reply:
         texts = embedding_inputs(call.obj)
         if texts is None:
             return error_reply(400, "Vertex embeddings take 'input' as text, not token ids")
@@ -136,24 +140,25 @@ class VertexProvider:
             return embedding_list(call, [p["values"] for p in predictions], tokens)
 
         return await exchange(
-            session,
+            self._client.session(),
             url + ":predict",
             call,
+            timeouts=timeouts,
             body=json.dumps(body).encode(),
             headers=await self._headers(target, call),
             error=_error,
             answer=answer,
         )
 
-    async def models(self, session: aiohttp.ClientSession, target: Target) -> list[str]:
+    async def models(self, target: Target, *, timeouts: Timeouts) -> list[str]:
         return []  # Vertex lists publisher models per region only through a paged catalog
 
-    async def health(self, session: aiohttp.ClientSession, target: Target) -> None:
+    async def health(self, target: Target, *, timeouts: Timeouts) -> None:
         """GET ``options.health_check.path`` (required) with the access token."""
         path = probe_path(target, self.health_path)
         url = _base(target, _option(target, "region")) + path
         headers = await self._headers(target, Call("chat", b"", {}, "", False, ""))
-        await probe(session, url, path, headers)
+        await probe(self._client.session(), url, path, headers, timeouts=timeouts)
 
     async def _headers(self, target: Target, call: Call) -> dict[str, str]:
         token = target.credentials.get("access_token") or await self._default_token()

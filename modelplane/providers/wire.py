@@ -11,7 +11,8 @@ import aiohttp
 import yarl
 
 from modelplane.errors import UpstreamError
-from modelplane.providers.base import Reply, Target
+from modelplane.providers.base import Reply, Target, Timeouts
+from modelplane.providers.client import client_timeout
 
 DONE = b"data: [DONE]\n\n"
 SSE = "text/event-stream"
@@ -101,11 +102,19 @@ async def probe(
     path: str,
     headers: Mapping[str, str],
     params: Mapping[str, str] | None = None,
+    *,
+    timeouts: Timeouts,
 ) -> None:
     """GET ``url`` for a health check: 2xx passes, anything else raises ``UpstreamError``
     naming ``path`` and the status. Neither the URL (it may carry credentials) nor the
     body (an upstream may echo part of a wrong key) goes into the message. Redirects are
     not followed, so credentials never travel to another host."""
-    async with session.get(url, headers=headers, params=params, allow_redirects=False) as resp:
+    async with session.get(
+        url,
+        headers=headers,
+        params=params,
+        allow_redirects=False,
+        timeout=client_timeout(timeouts),
+    ) as resp:
         if not 200 <= resp.status < 300:
             raise UpstreamError(f"GET {path.split('?')[0]} answered HTTP {resp.status}")

@@ -248,7 +248,7 @@ async def _open_parts(
         governor=governance.gatekeeper if settings.governance_enabled else None,
     )
     stack.push_async_callback(proxy.close)
-    health = HealthChecker(lambda: reconciler.endpoints, router, proxy.upstream, proxy.session)
+    health = HealthChecker(lambda: reconciler.endpoints, router, proxy.upstream)
     stack.push_async_callback(health.close)
     health.sync()
     reconciler.followers.append(health.sync)

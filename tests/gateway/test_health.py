@@ -8,14 +8,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import httpx
 import pytest
 
 from modelplane.errors import NoReadyReplica, UpstreamError
 from modelplane.gateway.health import Health, HealthChecker
 from modelplane.gateway.router import Router
-from modelplane.providers.base import Provider, Target
+from modelplane.providers.base import Provider, Target, Timeouts
 from modelplane.runtimes.base import ReplicaStatus
 from modelplane.spec import HealthCheck
 from modelplane.store.records import Endpoint
@@ -72,7 +71,7 @@ class Stub:
         self.fail: str | None = None
         self.checks = 0
 
-    async def health(self, session: aiohttp.ClientSession, target: Target) -> None:
+    async def health(self, target: Target, *, timeouts: Timeouts) -> None:
         self.checks += 1
         if self.fail:
             raise UpstreamError(self.fail)
@@ -95,8 +94,7 @@ async def test_checker_follows_the_endpoints_and_flips_the_replica() -> None:
     def status() -> ReplicaStatus:
         return router.replicas(snapshot["up"])[0].status
 
-    session = aiohttp.ClientSession()  # the stub does not use it
-    checker = HealthChecker(lambda: snapshot, router, upstream, lambda: session)
+    checker = HealthChecker(lambda: snapshot, router, upstream)
     checker.sync()
     try:
         await until(lambda: stub.checks, "a first check")
@@ -124,7 +122,6 @@ async def test_checker_follows_the_endpoints_and_flips_the_replica() -> None:
         assert status() == ReplicaStatus.READY
     finally:
         await checker.close()
-        await session.close()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,9 @@ from typing import Any
 
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from modelplane.providers.base import Call, Kind, Reply
+from modelplane.providers.base import Call, Kind, Reply, Timeouts
+
+TIMEOUTS = Timeouts(connect_s=10.0, read_s=10.0)
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 
 from modelplane.errors import UpstreamError
@@ -13,6 +12,7 @@ from modelplane.providers.base import Target
 from modelplane.providers.registry import get
 from tests.providers.fakes import FakeAnthropic
 from tests.providers.helpers import (
+    TIMEOUTS,
     TRACEPARENT,
     WEATHER_TOOL,
     completion,
@@ -52,9 +52,7 @@ def test_registered_under_its_name() -> None:
     assert AnthropicProvider.kinds == {"chat"}
 
 
-async def test_request_is_translated_to_the_messages_api(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
-) -> None:
+async def test_request_is_translated_to_the_messages_api(fake: FakeAnthropic) -> None:
     body = {
         "model": "claude",
         "messages": [
@@ -89,7 +87,9 @@ async def test_request_is_translated_to_the_messages_api(
         "user": "user-7",
     }
     reply = await PROVIDER.send(
-        session, target(fake, anthropic_version="2024-01-01"), make_call(body, "claude-sonnet-4")
+        target(fake, anthropic_version="2024-01-01"),
+        make_call(body, "claude-sonnet-4"),
+        timeouts=TIMEOUTS,
     )
     assert reply.status == 200
     sent = fake.last
@@ -156,24 +156,25 @@ async def test_request_is_translated_to_the_messages_api(
 )
 async def test_max_tokens_comes_from_the_request_then_the_option(
     fake: FakeAnthropic,
-    session: aiohttp.ClientSession,
     extra: dict[str, int],
     options: dict[str, int],
     expected: int,
 ) -> None:
-    await PROVIDER.send(session, target(fake, **options), make_call(question(**extra)))
+    await PROVIDER.send(target(fake, **options), make_call(question(**extra)), timeouts=TIMEOUTS)
     assert fake.last.json["max_tokens"] == expected
 
 
-async def test_named_tool_choice(fake: FakeAnthropic, session: aiohttp.ClientSession) -> None:
+async def test_named_tool_choice(fake: FakeAnthropic) -> None:
     choice = {"type": "function", "function": {"name": "get_weather"}}
     body = question(tools=[WEATHER_TOOL], tool_choice=choice)
-    await PROVIDER.send(session, target(fake), make_call(body))
+    await PROVIDER.send(target(fake), make_call(body), timeouts=TIMEOUTS)
     assert fake.last.json["tool_choice"] == {"type": "tool", "name": "get_weather"}
 
 
-async def test_text_answer(fake: FakeAnthropic, session: aiohttp.ClientSession) -> None:
-    reply = await PROVIDER.send(session, target(fake), make_call(question(), "claude-sonnet-4"))
+async def test_text_answer(fake: FakeAnthropic) -> None:
+    reply = await PROVIDER.send(
+        target(fake), make_call(question(), "claude-sonnet-4"), timeouts=TIMEOUTS
+    )
     answer = completion(reply)
     assert answer.object == "chat.completion"
     assert answer.model == "claude"  # the name the client asked for
@@ -186,9 +187,11 @@ async def test_text_answer(fake: FakeAnthropic, session: aiohttp.ClientSession) 
     assert answer.usage.total_tokens == 34
 
 
-async def test_tool_call_answer(fake: FakeAnthropic, session: aiohttp.ClientSession) -> None:
+async def test_tool_call_answer(fake: FakeAnthropic) -> None:
     fake.scenario = "tool"
-    reply = await PROVIDER.send(session, target(fake), make_call(question(tools=[WEATHER_TOOL])))
+    reply = await PROVIDER.send(
+        target(fake), make_call(question(tools=[WEATHER_TOOL])), timeouts=TIMEOUTS
+    )
     choice = completion(reply).choices[0]
     assert choice.finish_reason == "tool_calls"
     assert choice.message.content == "I'll look that up."
@@ -198,11 +201,11 @@ async def test_tool_call_answer(fake: FakeAnthropic, session: aiohttp.ClientSess
     assert call.function.arguments == '{"city": "Paris", "unit": "celsius"}'
 
 
-async def test_streamed_text_with_usage(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
-) -> None:
+async def test_streamed_text_with_usage(fake: FakeAnthropic) -> None:
     body = question(stream=True, stream_options={"include_usage": True})
-    streamed = await read_stream(await PROVIDER.send(session, target(fake), make_call(body)))
+    streamed = await read_stream(
+        await PROVIDER.send(target(fake), make_call(body), timeouts=TIMEOUTS)
+    )
     assert fake.last.json["stream"] is True
     assert streamed.chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert streamed.text == "Paris is the capital of France."
@@ -212,12 +215,12 @@ async def test_streamed_text_with_usage(
     assert {c["model"] for c in streamed.chunks} == {"claude"}
 
 
-async def test_streamed_tool_call_deltas(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
-) -> None:
+async def test_streamed_tool_call_deltas(fake: FakeAnthropic) -> None:
     fake.scenario = "tool"
     body = question(stream=True, tools=[WEATHER_TOOL])
-    streamed = await read_stream(await PROVIDER.send(session, target(fake), make_call(body)))
+    streamed = await read_stream(
+        await PROVIDER.send(target(fake), make_call(body), timeouts=TIMEOUTS)
+    )
     assert streamed.text == "I'll look that up."
     assert streamed.tool_calls == [
         {
@@ -245,20 +248,20 @@ async def test_streamed_tool_call_deltas(
     ],
 )
 async def test_upstream_errors_become_openai_envelopes(
-    fake: FakeAnthropic, session: aiohttp.ClientSession, scenario: str, status: int, code: str
+    fake: FakeAnthropic, scenario: str, status: int, code: str
 ) -> None:
     fake.scenario = scenario
-    reply = await PROVIDER.send(session, target(fake), make_call(question(stream=True)))
+    reply = await PROVIDER.send(target(fake), make_call(question(stream=True)), timeouts=TIMEOUTS)
     assert reply.status == status
     assert error(reply)["code"] == code
     if scenario == "rate_limited":
         assert reply.headers == {"retry-after": "17"}
 
 
-async def test_bad_key_is_an_authentication_error_without_the_key(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
-) -> None:
-    reply = await PROVIDER.send(session, target(fake, key="sk-ant-wrong"), make_call(question()))
+async def test_bad_key_is_an_authentication_error_without_the_key(fake: FakeAnthropic) -> None:
+    reply = await PROVIDER.send(
+        target(fake, key="sk-ant-wrong"), make_call(question()), timeouts=TIMEOUTS
+    )
     assert reply.status == 401
     err = error(reply)
     assert (err["type"], err["code"]) == ("authentication_error", "invalid_api_key")
@@ -266,12 +269,10 @@ async def test_bad_key_is_an_authentication_error_without_the_key(
     assert "sk-ant-wrong" not in repr(target(fake, key="sk-ant-wrong"))
 
 
-async def test_error_event_in_the_stream_ends_it(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
-) -> None:
+async def test_error_event_in_the_stream_ends_it(fake: FakeAnthropic) -> None:
     fake.scenario = "stream_error"
     streamed = await read_stream(
-        await PROVIDER.send(session, target(fake), make_call(question(stream=True)))
+        await PROVIDER.send(target(fake), make_call(question(stream=True)), timeouts=TIMEOUTS)
     )
     assert streamed.text == "Paris is the"
     assert streamed.error is not None and streamed.error["message"] == "Overloaded"
@@ -279,56 +280,48 @@ async def test_error_event_in_the_stream_ends_it(
     assert not streamed.done
 
 
-async def test_error_event_before_any_text_is_an_error_reply(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
-) -> None:
+async def test_error_event_before_any_text_is_an_error_reply(fake: FakeAnthropic) -> None:
     fake.scenario = "error_first"  # 200, then an error event: the gateway can still fall back
-    reply = await PROVIDER.send(session, target(fake), make_call(question(stream=True)))
+    reply = await PROVIDER.send(target(fake), make_call(question(stream=True)), timeouts=TIMEOUTS)
     assert reply.status == 503
     assert error(reply)["code"] == "overloaded"
 
 
-async def test_stream_that_stops_early_ends_with_an_error(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
-) -> None:
+async def test_stream_that_stops_early_ends_with_an_error(fake: FakeAnthropic) -> None:
     fake.scenario = "stream_ends_early"
     streamed = await read_stream(
-        await PROVIDER.send(session, target(fake), make_call(question(stream=True)))
+        await PROVIDER.send(target(fake), make_call(question(stream=True)), timeouts=TIMEOUTS)
     )
     assert streamed.error is not None and "ended the answer early" in streamed.error["message"]
     assert not streamed.done
 
 
 async def test_untranslatable_request_is_a_400_without_calling_upstream(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
+    fake: FakeAnthropic,
 ) -> None:
     audio = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
     body = {"model": "claude", "messages": [{"role": "user", "content": [audio]}]}
-    reply = await PROVIDER.send(session, target(fake), make_call(body))
+    reply = await PROVIDER.send(target(fake), make_call(body), timeouts=TIMEOUTS)
     assert reply.status == 400
     assert "input_audio" in error(reply)["message"]
     assert fake.received == []
 
 
-async def test_models_follow_pages(fake: FakeAnthropic, session: aiohttp.ClientSession) -> None:
-    names = await PROVIDER.models(session, target(fake))
+async def test_models_follow_pages(fake: FakeAnthropic) -> None:
+    names = await PROVIDER.models(target(fake), timeouts=TIMEOUTS)
     assert names == ["claude-sonnet-4-20250514", "claude-3-5-haiku-20241022"]
     assert fake.received[1].query["after_id"] == "claude-sonnet-4-20250514"
 
 
-async def test_health_lists_one_model_with_the_key(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
-) -> None:
-    await PROVIDER.health(session, target(fake))
+async def test_health_lists_one_model_with_the_key(fake: FakeAnthropic) -> None:
+    await PROVIDER.health(target(fake), timeouts=TIMEOUTS)
     assert (fake.last.method, fake.last.raw_path) == ("GET", "/v1/models?limit=1")
     assert fake.last.headers["x-api-key"] == FakeAnthropic.API_KEY
 
 
-async def test_health_with_a_wrong_key_fails_without_the_key(
-    fake: FakeAnthropic, session: aiohttp.ClientSession
-) -> None:
+async def test_health_with_a_wrong_key_fails_without_the_key(fake: FakeAnthropic) -> None:
     wrong = "sk-ant-wrong-0123456789"
     with pytest.raises(UpstreamError) as err:
-        await PROVIDER.health(session, target(fake, wrong))
+        await PROVIDER.health(target(fake, wrong), timeouts=TIMEOUTS)
     assert err.value.message == "GET /v1/models answered HTTP 401"
     assert wrong not in str(err.value)

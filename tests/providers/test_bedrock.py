@@ -7,7 +7,6 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from modelplane.errors import ModelplaneError, UpstreamError
@@ -15,6 +14,7 @@ from modelplane.providers.base import Target
 from modelplane.providers.bedrock import BedrockProvider
 from tests.providers.fakes import FakeBedrock
 from tests.providers.helpers import (
+    TIMEOUTS,
     TRACEPARENT,
     WEATHER_TOOL,
     completion,
@@ -29,6 +29,13 @@ CREDENTIALS = {
     "aws_secret_access_key": FakeBedrock.SECRET_KEY,
     "aws_session_token": FakeBedrock.SESSION_TOKEN,
 }
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[BedrockProvider]:
+    fresh = BedrockProvider()  # one per test: it caches default credentials
+    yield fresh
+    await fresh.close()
 
 
 @pytest.fixture
@@ -57,7 +64,7 @@ def question(**extra: object) -> dict[str, object]:
 
 
 async def test_request_is_signed_and_translated_to_converse(
-    fake: FakeBedrock, session: aiohttp.ClientSession
+    fake: FakeBedrock, provider: BedrockProvider
 ) -> None:
     body = question(
         max_tokens=300,
@@ -66,7 +73,7 @@ async def test_request_is_signed_and_translated_to_converse(
         tools=[WEATHER_TOOL],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
     )
-    reply = await BedrockProvider().send(session, target(fake), make_call(body, MODEL_ID))
+    reply = await provider.send(target(fake), make_call(body, MODEL_ID), timeouts=TIMEOUTS)
     assert reply.status == 200
     assert fake.signature_ok == [True]
     sent = fake.last
@@ -98,7 +105,7 @@ async def test_request_is_signed_and_translated_to_converse(
 
 
 async def test_tool_history_becomes_tool_use_and_tool_result_blocks(
-    fake: FakeBedrock, session: aiohttp.ClientSession
+    fake: FakeBedrock, provider: BedrockProvider
 ) -> None:
     call = {"id": "tooluse_1", "type": "function"}
     call["function"] = {"name": "get_weather", "arguments": '{"city": "Paris"}'}  # type: ignore[assignment]
@@ -111,7 +118,7 @@ async def test_tool_history_becomes_tool_use_and_tool_result_blocks(
         ],
         "tools": [WEATHER_TOOL],
     }
-    await BedrockProvider().send(session, target(fake, max_tokens=99), make_call(body, MODEL_ID))
+    await provider.send(target(fake, max_tokens=99), make_call(body, MODEL_ID), timeouts=TIMEOUTS)
     sent = fake.last.json
     assert sent["messages"][1:] == [
         {
@@ -136,8 +143,8 @@ async def test_tool_history_becomes_tool_use_and_tool_result_blocks(
     assert "toolChoice" not in sent["toolConfig"]
 
 
-async def test_text_answer(fake: FakeBedrock, session: aiohttp.ClientSession) -> None:
-    reply = await BedrockProvider().send(session, target(fake), make_call(question(), MODEL_ID))
+async def test_text_answer(fake: FakeBedrock, provider: BedrockProvider) -> None:
+    reply = await provider.send(target(fake), make_call(question(), MODEL_ID), timeouts=TIMEOUTS)
     answer = completion(reply)
     assert answer.model == "sonnet"
     assert answer.choices[0].message.content == "Paris is the capital of France."
@@ -146,9 +153,9 @@ async def test_text_answer(fake: FakeBedrock, session: aiohttp.ClientSession) ->
     assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (25, 9)
 
 
-async def test_tool_call_answer(fake: FakeBedrock, session: aiohttp.ClientSession) -> None:
+async def test_tool_call_answer(fake: FakeBedrock, provider: BedrockProvider) -> None:
     fake.scenario = "tool"
-    reply = await BedrockProvider().send(session, target(fake), make_call(question(), MODEL_ID))
+    reply = await provider.send(target(fake), make_call(question(), MODEL_ID), timeouts=TIMEOUTS)
     choice = completion(reply).choices[0]
     assert choice.finish_reason == "tool_calls"
     assert choice.message.content == "Let me check."
@@ -158,10 +165,10 @@ async def test_tool_call_answer(fake: FakeBedrock, session: aiohttp.ClientSessio
 
 
 async def test_event_stream_becomes_chunks_with_usage(
-    fake: FakeBedrock, session: aiohttp.ClientSession
+    fake: FakeBedrock, provider: BedrockProvider
 ) -> None:
     body = question(stream=True, stream_options={"include_usage": True})
-    reply = await BedrockProvider().send(session, target(fake), make_call(body, MODEL_ID))
+    reply = await provider.send(target(fake), make_call(body, MODEL_ID), timeouts=TIMEOUTS)
     streamed = await read_stream(reply)
     assert fake.last.raw_path.endswith("/converse-stream")
     assert fake.signature_ok == [True]
@@ -173,11 +180,11 @@ async def test_event_stream_becomes_chunks_with_usage(
 
 
 async def test_streamed_tool_use_becomes_tool_call_deltas(
-    fake: FakeBedrock, session: aiohttp.ClientSession
+    fake: FakeBedrock, provider: BedrockProvider
 ) -> None:
     fake.scenario = "tool"
     body = question(stream=True, tools=[WEATHER_TOOL])
-    reply = await BedrockProvider().send(session, target(fake), make_call(body, MODEL_ID))
+    reply = await provider.send(target(fake), make_call(body, MODEL_ID), timeouts=TIMEOUTS)
     streamed = await read_stream(reply)
     assert streamed.text == "Let me check."
     assert streamed.tool_calls == [
@@ -201,20 +208,20 @@ async def test_streamed_tool_use_becomes_tool_call_deltas(
     ],
 )
 async def test_aws_errors_map_to_statuses(
-    fake: FakeBedrock, session: aiohttp.ClientSession, scenario: str, status: int, code: str | None
+    fake: FakeBedrock, provider: BedrockProvider, scenario: str, status: int, code: str | None
 ) -> None:
     fake.scenario = scenario
-    reply = await BedrockProvider().send(session, target(fake), make_call(question(), MODEL_ID))
+    reply = await provider.send(target(fake), make_call(question(), MODEL_ID), timeouts=TIMEOUTS)
     assert reply.status == status
     assert error(reply)["code"] == code
 
 
 async def test_wrong_secret_is_rejected_without_leaking_it(
-    fake: FakeBedrock, session: aiohttp.ClientSession
+    fake: FakeBedrock, provider: BedrockProvider
 ) -> None:
     creds = {**CREDENTIALS, "aws_secret_access_key": "not-the-secret"}
-    reply = await BedrockProvider().send(
-        session, target(fake, creds), make_call(question(), MODEL_ID)
+    reply = await provider.send(
+        target(fake, creds), make_call(question(), MODEL_ID), timeouts=TIMEOUTS
     )
     assert fake.signature_ok == [False]
     assert reply.status == 403
@@ -228,12 +235,12 @@ async def test_wrong_secret_is_rejected_without_leaking_it(
     [("stream_exception", 429, "Too many tokens"), ("bad_frame", 502, "failed in the middle")],
 )
 async def test_broken_streams_end_with_an_error_event(
-    fake: FakeBedrock, session: aiohttp.ClientSession, scenario: str, status: int, message: str
+    fake: FakeBedrock, provider: BedrockProvider, scenario: str, status: int, message: str
 ) -> None:
     fake.scenario = scenario
     body = question(stream=True)
     streamed = await read_stream(
-        await BedrockProvider().send(session, target(fake), make_call(body, MODEL_ID))
+        await provider.send(target(fake), make_call(body, MODEL_ID), timeouts=TIMEOUTS)
     )
     assert streamed.text == "Paris is the"
     assert streamed.error is not None and message in streamed.error["message"]
@@ -245,18 +252,18 @@ async def test_broken_streams_end_with_an_error_event(
 
 
 async def test_exception_before_any_text_is_an_error_reply(
-    fake: FakeBedrock, session: aiohttp.ClientSession
+    fake: FakeBedrock, provider: BedrockProvider
 ) -> None:
     fake.scenario = "exception_first"
     body = question(stream=True)
-    reply = await BedrockProvider().send(session, target(fake), make_call(body, MODEL_ID))
+    reply = await provider.send(target(fake), make_call(body, MODEL_ID), timeouts=TIMEOUTS)
     assert reply.status == 429
     assert error(reply)["code"] == "rate_limit_exceeded"
 
 
 async def test_default_credential_chain(
     fake: FakeBedrock,
-    session: aiohttp.ClientSession,
+    provider: BedrockProvider,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
@@ -265,14 +272,16 @@ async def test_default_credential_chain(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", FakeBedrock.ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FakeBedrock.SECRET_KEY)
     monkeypatch.setenv("AWS_SESSION_TOKEN", FakeBedrock.SESSION_TOKEN)
-    reply = await BedrockProvider().send(session, target(fake, {}), make_call(question(), MODEL_ID))
+    reply = await provider.send(
+        target(fake, {}), make_call(question(), MODEL_ID), timeouts=TIMEOUTS
+    )
     assert reply.status == 200
     assert fake.signature_ok == [True]
 
 
 async def test_no_credentials_anywhere_is_a_clear_error(
     fake: FakeBedrock,
-    session: aiohttp.ClientSession,
+    provider: BedrockProvider,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
@@ -284,61 +293,57 @@ async def test_no_credentials_anywhere_is_a_clear_error(
     for name in ("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_WEB_IDENTITY_TOKEN_FILE"):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ModelplaneError, match="looked for AWS credentials and found none"):
-        await BedrockProvider().send(session, target(fake, {}), make_call(question(), MODEL_ID))
+        await provider.send(target(fake, {}), make_call(question(), MODEL_ID), timeouts=TIMEOUTS)
     assert fake.received == []
 
 
-async def test_region_fills_the_url_template(
-    fake: FakeBedrock, session: aiohttp.ClientSession
-) -> None:
+async def test_region_fills_the_url_template(fake: FakeBedrock, provider: BedrockProvider) -> None:
     where = Target(fake.url + "/{region}", {"region": FakeBedrock.REGION}, CREDENTIALS)
-    await BedrockProvider().send(session, where, make_call(question(), MODEL_ID))
+    await provider.send(where, make_call(question(), MODEL_ID), timeouts=TIMEOUTS)
     assert fake.last.raw_path.startswith(f"/{FakeBedrock.REGION}/model/")
     assert fake.signature_ok == [True]
 
 
 async def test_missing_region_is_a_clear_error(
-    fake: FakeBedrock, session: aiohttp.ClientSession
+    fake: FakeBedrock, provider: BedrockProvider
 ) -> None:
     with pytest.raises(ModelplaneError, match="option 'region'"):
-        await BedrockProvider().send(
-            session, Target(fake.url, {}, CREDENTIALS), make_call(question(), MODEL_ID)
+        await provider.send(
+            Target(fake.url, {}, CREDENTIALS), make_call(question(), MODEL_ID), timeouts=TIMEOUTS
         )
     assert fake.received == []
 
 
 async def test_missing_botocore_says_what_to_install(
-    fake: FakeBedrock, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+    fake: FakeBedrock, provider: BedrockProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "botocore.auth", None)
     with pytest.raises(ModelplaneError, match=r"pip install 'modelplane\[bedrock\]'"):
-        await BedrockProvider().send(session, target(fake), make_call(question(), MODEL_ID))
+        await provider.send(target(fake), make_call(question(), MODEL_ID), timeouts=TIMEOUTS)
 
 
-async def test_http_image_urls_are_refused(
-    fake: FakeBedrock, session: aiohttp.ClientSession
-) -> None:
+async def test_http_image_urls_are_refused(fake: FakeBedrock, provider: BedrockProvider) -> None:
     image = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
     body = {"model": "sonnet", "messages": [{"role": "user", "content": [image]}]}
-    reply = await BedrockProvider().send(session, target(fake), make_call(body, MODEL_ID))
+    reply = await provider.send(target(fake), make_call(body, MODEL_ID), timeouts=TIMEOUTS)
     assert reply.status == 400
     assert "data: URLs" in error(reply)["message"]
     assert fake.received == []
 
 
-async def test_models_is_empty(fake: FakeBedrock, session: aiohttp.ClientSession) -> None:
-    assert await BedrockProvider().models(session, target(fake)) == []
+async def test_models_is_empty(fake: FakeBedrock, provider: BedrockProvider) -> None:
+    assert await provider.models(target(fake), timeouts=TIMEOUTS) == []
 
 
-async def test_health_gets_the_path_signed(
-    fake: FakeBedrock, session: aiohttp.ClientSession
-) -> None:
+async def test_health_gets_the_path_signed(fake: FakeBedrock, provider: BedrockProvider) -> None:
     assert BedrockProvider.health_path is None  # no default: a check names its path
-    await BedrockProvider().health(session, target(fake, health_check={"path": "/ping"}))
+    await provider.health(target(fake, health_check={"path": "/ping"}), timeouts=TIMEOUTS)
     assert (fake.last.method, fake.last.raw_path) == ("GET", "/ping")
     assert fake.signature_ok == [True]
 
     creds = {**CREDENTIALS, "aws_secret_access_key": "not-the-secret"}
     with pytest.raises(UpstreamError) as err:
-        await BedrockProvider().health(session, target(fake, creds, health_check={"path": "/ping"}))
+        await provider.health(
+            target(fake, creds, health_check={"path": "/ping"}), timeouts=TIMEOUTS
+        )
     assert err.value.message == "GET /ping answered HTTP 403"

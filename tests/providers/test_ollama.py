@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 from openai.types import Completion, CreateEmbeddingResponse
 
@@ -14,6 +13,7 @@ from modelplane.providers.ollama import OllamaProvider
 from modelplane.providers.registry import get
 from tests.providers.fakes import OLLAMA_PULL, FakeOllama
 from tests.providers.helpers import (
+    TIMEOUTS,
     TRACEPARENT,
     WEATHER_TOOL,
     body_of,
@@ -54,7 +54,7 @@ def test_registered_under_its_name() -> None:
     assert OllamaProvider.default_base_url == "http://127.0.0.1:11434"
 
 
-async def test_chat_request_is_translated(fake: FakeOllama, session: aiohttp.ClientSession) -> None:
+async def test_chat_request_is_translated(fake: FakeOllama) -> None:
     call = {"id": "call_1", "type": "function"}
     call["function"] = {"name": "get_weather", "arguments": '{"city": "Paris"}'}  # type: ignore[assignment]
     body = {
@@ -80,7 +80,7 @@ async def test_chat_request_is_translated(fake: FakeOllama, session: aiohttp.Cli
         "response_format": {"type": "json_object"},
     }
     where = target(fake, keep_alive="10m", options={"num_ctx": 8192})
-    reply = await PROVIDER.send(session, where, make_call(body, "llama3.2"))
+    reply = await PROVIDER.send(where, make_call(body, "llama3.2"), timeouts=TIMEOUTS)
     assert reply.status == 200
     sent = fake.last
     assert sent.raw_path == "/api/chat"
@@ -114,8 +114,8 @@ async def test_chat_request_is_translated(fake: FakeOllama, session: aiohttp.Cli
     }
 
 
-async def test_text_answer(fake: FakeOllama, session: aiohttp.ClientSession) -> None:
-    reply = await PROVIDER.send(session, target(fake), make_call(question(), "llama3.2"))
+async def test_text_answer(fake: FakeOllama) -> None:
+    reply = await PROVIDER.send(target(fake), make_call(question(), "llama3.2"), timeouts=TIMEOUTS)
     answer = completion(reply)
     assert answer.model == "llama"
     assert answer.choices[0].message.content == "Paris is the capital of France."
@@ -124,9 +124,11 @@ async def test_text_answer(fake: FakeOllama, session: aiohttp.ClientSession) -> 
     assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (26, 7)
 
 
-async def test_tool_call_answer(fake: FakeOllama, session: aiohttp.ClientSession) -> None:
+async def test_tool_call_answer(fake: FakeOllama) -> None:
     fake.scenario = "tool"
-    reply = await PROVIDER.send(session, target(fake), make_call(question(tools=[WEATHER_TOOL])))
+    reply = await PROVIDER.send(
+        target(fake), make_call(question(tools=[WEATHER_TOOL])), timeouts=TIMEOUTS
+    )
     choice = completion(reply).choices[0]
     assert choice.finish_reason == "tool_calls"
     (call,) = choice.message.tool_calls or []
@@ -134,11 +136,11 @@ async def test_tool_call_answer(fake: FakeOllama, session: aiohttp.ClientSession
     assert call.id.startswith("call_")
 
 
-async def test_ndjson_stream_becomes_chunks(
-    fake: FakeOllama, session: aiohttp.ClientSession
-) -> None:
+async def test_ndjson_stream_becomes_chunks(fake: FakeOllama) -> None:
     body = question(stream=True, stream_options={"include_usage": True})
-    streamed = await read_stream(await PROVIDER.send(session, target(fake), make_call(body)))
+    streamed = await read_stream(
+        await PROVIDER.send(target(fake), make_call(body), timeouts=TIMEOUTS)
+    )
     assert fake.last.json["stream"] is True
     assert streamed.text == "Paris is the capital of France."
     assert streamed.finish == "length"
@@ -146,27 +148,27 @@ async def test_ndjson_stream_becomes_chunks(
     assert streamed.done
 
 
-async def test_streamed_tool_call(fake: FakeOllama, session: aiohttp.ClientSession) -> None:
+async def test_streamed_tool_call(fake: FakeOllama) -> None:
     fake.scenario = "tool"
     body = question(stream=True, tools=[WEATHER_TOOL])
-    streamed = await read_stream(await PROVIDER.send(session, target(fake), make_call(body)))
+    streamed = await read_stream(
+        await PROVIDER.send(target(fake), make_call(body), timeouts=TIMEOUTS)
+    )
     (call,) = streamed.tool_calls
     assert (call["name"], call["arguments"]) == ("get_weather", '{"city": "Paris"}')
     assert streamed.finish == "tool_calls"
     assert streamed.done
 
 
-async def test_tool_choice_none_leaves_tools_out(
-    fake: FakeOllama, session: aiohttp.ClientSession
-) -> None:
+async def test_tool_choice_none_leaves_tools_out(fake: FakeOllama) -> None:
     body = question(tools=[WEATHER_TOOL], tool_choice="none")
-    await PROVIDER.send(session, target(fake), make_call(body))
+    await PROVIDER.send(target(fake), make_call(body), timeouts=TIMEOUTS)
     assert "tools" not in fake.last.json
 
 
-async def test_missing_model_is_a_404(fake: FakeOllama, session: aiohttp.ClientSession) -> None:
+async def test_missing_model_is_a_404(fake: FakeOllama) -> None:
     fake.scenario = "missing"
-    reply = await PROVIDER.send(session, target(fake), make_call(question(), "nope"))
+    reply = await PROVIDER.send(target(fake), make_call(question(), "nope"), timeouts=TIMEOUTS)
     assert reply.status == 404
     err = error(reply)
     assert err["message"] == "model 'nope' not found"
@@ -178,30 +180,28 @@ async def test_missing_model_is_a_404(fake: FakeOllama, session: aiohttp.ClientS
     [("stream_error", "unexpected EOF"), ("cut", "failed in the middle")],
 )
 async def test_broken_streams_end_with_an_error_event(
-    fake: FakeOllama, session: aiohttp.ClientSession, scenario: str, message: str
+    fake: FakeOllama, scenario: str, message: str
 ) -> None:
     fake.scenario = scenario
     streamed = await read_stream(
-        await PROVIDER.send(session, target(fake), make_call(question(stream=True)))
+        await PROVIDER.send(target(fake), make_call(question(stream=True)), timeouts=TIMEOUTS)
     )
     assert streamed.text == "Paris is"
     assert streamed.error is not None and message in streamed.error["message"]
     assert not streamed.done
 
 
-async def test_error_before_any_text_is_an_error_reply(
-    fake: FakeOllama, session: aiohttp.ClientSession
-) -> None:
+async def test_error_before_any_text_is_an_error_reply(fake: FakeOllama) -> None:
     fake.scenario = "error_first"
-    reply = await PROVIDER.send(session, target(fake), make_call(question(stream=True)))
+    reply = await PROVIDER.send(target(fake), make_call(question(stream=True)), timeouts=TIMEOUTS)
     assert reply.status == 500
     assert "unexpected EOF" in error(reply)["message"]
 
 
-async def test_embeddings(fake: FakeOllama, session: aiohttp.ClientSession) -> None:
+async def test_embeddings(fake: FakeOllama) -> None:
     body = {"model": "embed", "input": ["a", "b"]}
     call = make_call(body, "nomic-embed-text", kind="embeddings")
-    reply = await PROVIDER.send(session, target(fake), call)
+    reply = await PROVIDER.send(target(fake), call, timeouts=TIMEOUTS)
     assert fake.last.raw_path == "/api/embed"
     assert fake.last.json == {"model": "nomic-embed-text", "input": ["a", "b"]}
     result = CreateEmbeddingResponse.model_validate(body_of(reply))
@@ -210,20 +210,18 @@ async def test_embeddings(fake: FakeOllama, session: aiohttp.ClientSession) -> N
     assert result.usage.prompt_tokens == 8
 
 
-async def test_embeddings_refuse_token_ids(
-    fake: FakeOllama, session: aiohttp.ClientSession
-) -> None:
+async def test_embeddings_refuse_token_ids(fake: FakeOllama) -> None:
     call = make_call({"model": "embed", "input": [[1, 2, 3]]}, kind="embeddings")
-    reply = await PROVIDER.send(session, target(fake), call)
+    reply = await PROVIDER.send(target(fake), call, timeouts=TIMEOUTS)
     assert reply.status == 400
     assert fake.received == []
 
 
-async def test_completions_continue_the_raw_prompt(
-    fake: FakeOllama, session: aiohttp.ClientSession
-) -> None:
+async def test_completions_continue_the_raw_prompt(fake: FakeOllama) -> None:
     body = {"model": "llama", "prompt": "1, 2, 3,", "max_tokens": 5, "stop": ["\n"]}
-    reply = await PROVIDER.send(session, target(fake), make_call(body, "llama3.2", "completions"))
+    reply = await PROVIDER.send(
+        target(fake), make_call(body, "llama3.2", "completions"), timeouts=TIMEOUTS
+    )
     assert fake.last.raw_path == "/api/generate"
     assert fake.last.json == {
         "model": "llama3.2",
@@ -238,9 +236,11 @@ async def test_completions_continue_the_raw_prompt(
     assert result.usage is not None and result.usage.total_tokens == 33
 
 
-async def test_streamed_completions(fake: FakeOllama, session: aiohttp.ClientSession) -> None:
+async def test_streamed_completions(fake: FakeOllama) -> None:
     body = {"model": "llama", "prompt": "1, 2, 3,", "stream": True}
-    reply = await PROVIDER.send(session, target(fake), make_call(body, "llama3.2", "completions"))
+    reply = await PROVIDER.send(
+        target(fake), make_call(body, "llama3.2", "completions"), timeouts=TIMEOUTS
+    )
     streamed = await read_stream(reply, kind="completions")
     assert "".join(c["choices"][0]["text"] for c in streamed.chunks) == " 4, 5"
     assert streamed.chunks[-1]["choices"][0]["finish_reason"] == "stop"
@@ -248,37 +248,35 @@ async def test_streamed_completions(fake: FakeOllama, session: aiohttp.ClientSes
     assert streamed.done
 
 
-async def test_models_from_tags(fake: FakeOllama, session: aiohttp.ClientSession) -> None:
-    assert await PROVIDER.models(session, target(fake)) == [
+async def test_models_from_tags(fake: FakeOllama) -> None:
+    assert await PROVIDER.models(target(fake), timeouts=TIMEOUTS) == [
         "llama3.2:latest",
         "nomic-embed-text:latest",
     ]
 
 
-async def test_health_asks_for_the_version(
-    fake: FakeOllama, session: aiohttp.ClientSession
-) -> None:
-    await PROVIDER.health(session, target(fake))
+async def test_health_asks_for_the_version(fake: FakeOllama) -> None:
+    await PROVIDER.health(target(fake), timeouts=TIMEOUTS)
     assert (fake.last.method, fake.last.raw_path) == ("GET", "/api/version")
     fake.scenario = "down"
     with pytest.raises(UpstreamError) as err:
-        await PROVIDER.health(session, target(fake))
+        await PROVIDER.health(target(fake), timeouts=TIMEOUTS)
     assert err.value.message == "GET /api/version answered HTTP 503"
 
 
-async def test_health_with_a_path(fake: FakeOllama, session: aiohttp.ClientSession) -> None:
-    await PROVIDER.health(session, target(fake, health_check={"path": "/api/tags"}))
+async def test_health_with_a_path(fake: FakeOllama) -> None:
+    await PROVIDER.health(target(fake, health_check={"path": "/api/tags"}), timeouts=TIMEOUTS)
     assert fake.last.raw_path == "/api/tags"
 
 
-async def test_pull_yields_progress(fake: FakeOllama, session: aiohttp.ClientSession) -> None:
-    progress = [p async for p in PROVIDER.pull(session, target(fake), "llama3.2")]
+async def test_pull_yields_progress(fake: FakeOllama) -> None:
+    progress = [p async for p in PROVIDER.pull(target(fake), "llama3.2", timeouts=TIMEOUTS)]
     assert progress == OLLAMA_PULL
     assert fake.last.json == {"model": "llama3.2", "stream": True}
 
 
-async def test_failed_pull_raises(fake: FakeOllama, session: aiohttp.ClientSession) -> None:
+async def test_failed_pull_raises(fake: FakeOllama) -> None:
     fake.scenario = "pull_fails"
     with pytest.raises(UpstreamError, match="file does not exist"):
-        async for _ in PROVIDER.pull(session, target(fake), "no-such-model"):
+        async for _ in PROVIDER.pull(target(fake), "no-such-model", timeouts=TIMEOUTS):
             pass

@@ -8,7 +8,6 @@ import struct
 import sys
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 from openai.types import CreateEmbeddingResponse
 
@@ -17,6 +16,7 @@ from modelplane.providers.base import Target
 from modelplane.providers.vertex import VertexProvider, _base
 from tests.providers.fakes import FakeVertex
 from tests.providers.helpers import (
+    TIMEOUTS,
     TRACEPARENT,
     WEATHER_TOOL,
     body_of,
@@ -28,6 +28,13 @@ from tests.providers.helpers import (
 
 MODEL = "gemini-2.5-flash"
 PREFIX = f"/v1/projects/acme-ml/locations/europe-west4/publishers/google/models/{MODEL}"
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[VertexProvider]:
+    fresh = VertexProvider()  # one per test: it caches default credentials
+    yield fresh
+    await fresh.close()
 
 
 @pytest.fixture
@@ -55,7 +62,7 @@ def question(**extra: object) -> dict[str, object]:
 
 
 async def test_request_is_translated_to_generate_content(
-    fake: FakeVertex, session: aiohttp.ClientSession
+    fake: FakeVertex, provider: VertexProvider
 ) -> None:
     call = {"id": "call_1", "type": "function"}
     call["function"] = {"name": "get_weather", "arguments": '{"city": "Paris"}'}  # type: ignore[assignment]
@@ -81,7 +88,7 @@ async def test_request_is_translated_to_generate_content(
         "stop": ["END"],
         "response_format": {"type": "json_object"},
     }
-    reply = await VertexProvider().send(session, target(fake), make_call(body, MODEL))
+    reply = await provider.send(target(fake), make_call(body, MODEL), timeouts=TIMEOUTS)
     assert reply.status == 200
     sent = fake.last
     assert sent.raw_path == PREFIX + ":generateContent"
@@ -129,7 +136,7 @@ async def test_request_is_translated_to_generate_content(
 
 
 async def test_named_tool_choice_and_json_schema(
-    fake: FakeVertex, session: aiohttp.ClientSession
+    fake: FakeVertex, provider: VertexProvider
 ) -> None:
     schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
     body = question(
@@ -137,7 +144,7 @@ async def test_named_tool_choice_and_json_schema(
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
         response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}},
     )
-    await VertexProvider().send(session, target(fake), make_call(body, MODEL))
+    await provider.send(target(fake), make_call(body, MODEL), timeouts=TIMEOUTS)
     sent = fake.last.json
     assert sent["toolConfig"] == {
         "functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}
@@ -145,8 +152,8 @@ async def test_named_tool_choice_and_json_schema(
     assert sent["generationConfig"]["responseJsonSchema"] == schema
 
 
-async def test_text_answer(fake: FakeVertex, session: aiohttp.ClientSession) -> None:
-    reply = await VertexProvider().send(session, target(fake), make_call(question(), MODEL))
+async def test_text_answer(fake: FakeVertex, provider: VertexProvider) -> None:
+    reply = await provider.send(target(fake), make_call(question(), MODEL), timeouts=TIMEOUTS)
     answer = completion(reply)
     assert answer.model == "gemini"
     assert answer.choices[0].message.content == "Paris is the capital of France."
@@ -157,10 +164,10 @@ async def test_text_answer(fake: FakeVertex, session: aiohttp.ClientSession) -> 
 
 
 async def test_function_call_keeps_its_signature_for_the_next_turn(
-    fake: FakeVertex, session: aiohttp.ClientSession
+    fake: FakeVertex, provider: VertexProvider
 ) -> None:
     fake.scenario = "tool"
-    reply = await VertexProvider().send(session, target(fake), make_call(question(), MODEL))
+    reply = await provider.send(target(fake), make_call(question(), MODEL), timeouts=TIMEOUTS)
     choice = completion(reply).choices[0]
     assert choice.finish_reason == "tool_calls"
     (call,) = choice.message.tool_calls or []
@@ -173,7 +180,7 @@ async def test_function_call_keeps_its_signature_for_the_next_turn(
         {"role": "tool", "tool_call_id": call.id, "content": "18 C"},
     ]
     fake.scenario = "ok"
-    await VertexProvider().send(session, target(fake), make_call(follow_up, MODEL))
+    await provider.send(target(fake), make_call(follow_up, MODEL), timeouts=TIMEOUTS)
     model_turn, result_turn = fake.last.json["contents"][1:]
     assert model_turn["parts"] == [
         {
@@ -187,10 +194,10 @@ async def test_function_call_keeps_its_signature_for_the_next_turn(
 
 
 async def test_stream_with_crlf_events_and_usage(
-    fake: FakeVertex, session: aiohttp.ClientSession
+    fake: FakeVertex, provider: VertexProvider
 ) -> None:
     body = question(stream=True, stream_options={"include_usage": True})
-    reply = await VertexProvider().send(session, target(fake), make_call(body, MODEL))
+    reply = await provider.send(target(fake), make_call(body, MODEL), timeouts=TIMEOUTS)
     streamed = await read_stream(reply)
     assert fake.last.raw_path == PREFIX + ":streamGenerateContent?alt=sse"
     assert streamed.text == "Paris is the capital of France."
@@ -199,10 +206,10 @@ async def test_stream_with_crlf_events_and_usage(
     assert streamed.done
 
 
-async def test_streamed_function_call(fake: FakeVertex, session: aiohttp.ClientSession) -> None:
+async def test_streamed_function_call(fake: FakeVertex, provider: VertexProvider) -> None:
     fake.scenario = "tool"
     body = question(stream=True, tools=[WEATHER_TOOL])
-    reply = await VertexProvider().send(session, target(fake), make_call(body, MODEL))
+    reply = await provider.send(target(fake), make_call(body, MODEL), timeouts=TIMEOUTS)
     streamed = await read_stream(reply)
     (call,) = streamed.tool_calls
     assert (call["name"], call["arguments"]) == ("get_weather", '{"city": "Paris"}')
@@ -213,10 +220,10 @@ async def test_streamed_function_call(fake: FakeVertex, session: aiohttp.ClientS
 
 @pytest.mark.parametrize("scenario", ["safety", "blocked"])
 async def test_safety_stops_are_content_filter(
-    fake: FakeVertex, session: aiohttp.ClientSession, scenario: str
+    fake: FakeVertex, provider: VertexProvider, scenario: str
 ) -> None:
     fake.scenario = scenario
-    reply = await VertexProvider().send(session, target(fake), make_call(question(), MODEL))
+    reply = await provider.send(target(fake), make_call(question(), MODEL), timeouts=TIMEOUTS)
     choice = completion(reply).choices[0]
     assert choice.finish_reason == "content_filter"
     assert choice.message.content == ""
@@ -233,7 +240,7 @@ async def test_safety_stops_are_content_filter(
 )
 async def test_google_errors_become_openai_envelopes(
     fake: FakeVertex,
-    session: aiohttp.ClientSession,
+    provider: VertexProvider,
     scenario: str,
     token: str,
     status: int,
@@ -241,24 +248,24 @@ async def test_google_errors_become_openai_envelopes(
 ) -> None:
     fake.scenario = scenario
     body = question(stream=True)
-    reply = await VertexProvider().send(session, target(fake, token), make_call(body, MODEL))
+    reply = await provider.send(target(fake, token), make_call(body, MODEL), timeouts=TIMEOUTS)
     assert reply.status == status
     assert error(reply)["code"] == code
     assert token.encode() not in (reply.body or b"")
 
 
 async def test_stream_error_before_any_text_is_an_error_reply(
-    fake: FakeVertex, session: aiohttp.ClientSession
+    fake: FakeVertex, provider: VertexProvider
 ) -> None:
     fake.scenario = "error_first"
-    reply = await VertexProvider().send(session, target(fake), make_call(question(stream=True)))
+    reply = await provider.send(target(fake), make_call(question(stream=True)), timeouts=TIMEOUTS)
     assert reply.status == 429
     assert error(reply)["code"] == "rate_limit_exceeded"
 
 
 @pytest.mark.parametrize("encoding", ["float", "base64"])
 async def test_embeddings_through_predict(
-    fake: FakeVertex, session: aiohttp.ClientSession, encoding: str
+    fake: FakeVertex, provider: VertexProvider, encoding: str
 ) -> None:
     body = {
         "model": "embed",
@@ -267,7 +274,7 @@ async def test_embeddings_through_predict(
         "encoding_format": encoding,
     }
     call = make_call(body, "text-embedding-005", kind="embeddings")
-    reply = await VertexProvider().send(session, target(fake), call)
+    reply = await provider.send(target(fake), call, timeouts=TIMEOUTS)
     assert fake.last.raw_path.endswith("/models/text-embedding-005:predict")
     assert fake.last.json == {
         "instances": [{"content": "hello"}, {"content": "world"}],
@@ -285,35 +292,33 @@ async def test_embeddings_through_predict(
 
 
 async def test_without_a_token_or_google_auth_says_what_to_install(
-    fake: FakeVertex, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+    fake: FakeVertex, provider: VertexProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "google.auth", None)
     with pytest.raises(ModelplaneError, match=r"pip install 'modelplane\[vertex\]'"):
-        await VertexProvider().send(session, target(fake, token=""), make_call(question(), MODEL))
+        await provider.send(target(fake, token=""), make_call(question(), MODEL), timeouts=TIMEOUTS)
     assert fake.received == []
 
 
-async def test_missing_project_is_a_clear_error(
-    fake: FakeVertex, session: aiohttp.ClientSession
-) -> None:
+async def test_missing_project_is_a_clear_error(fake: FakeVertex, provider: VertexProvider) -> None:
     where = Target(fake.url, {"region": "europe-west4"}, {"access_token": FakeVertex.TOKEN})
     with pytest.raises(ModelplaneError, match="option 'project'"):
-        await VertexProvider().send(session, where, make_call(question(), MODEL))
+        await provider.send(where, make_call(question(), MODEL), timeouts=TIMEOUTS)
 
 
-async def test_models_is_empty(fake: FakeVertex, session: aiohttp.ClientSession) -> None:
-    assert await VertexProvider().models(session, target(fake)) == []
+async def test_models_is_empty(fake: FakeVertex, provider: VertexProvider) -> None:
+    assert await provider.models(target(fake), timeouts=TIMEOUTS) == []
 
 
 async def test_health_gets_the_path_with_the_token(
-    fake: FakeVertex, session: aiohttp.ClientSession
+    fake: FakeVertex, provider: VertexProvider
 ) -> None:
     assert VertexProvider.health_path is None  # no default: a check names its path
-    await VertexProvider().health(session, target(fake, health_check={"path": "/v1/ping"}))
+    await provider.health(target(fake, health_check={"path": "/v1/ping"}), timeouts=TIMEOUTS)
     assert (fake.last.method, fake.last.raw_path) == ("GET", "/v1/ping")
     with pytest.raises(UpstreamError) as err:
-        await VertexProvider().health(
-            session, target(fake, "wrong-token", health_check={"path": "/v1/ping"})
+        await provider.health(
+            target(fake, "wrong-token", health_check={"path": "/v1/ping"}), timeouts=TIMEOUTS
         )
     assert err.value.message == "GET /v1/ping answered HTTP 401"
 
