@@ -6,8 +6,6 @@ metrics once a second, so that other workers' scrapes see them."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from modelplane.control.governance import Governance
@@ -15,6 +13,7 @@ from modelplane.control.reconciler import Reconciler
 from modelplane.control.teams import TeamService
 from modelplane.gateway.router import Router
 from modelplane.runtimes.base import ReplicaStatus
+from modelplane.tasks import Loop
 from modelplane.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -37,24 +36,18 @@ class Gauges:
         self.router = router
         self.governance = governance
         self.teams = teams
-        self._task: asyncio.Task[None] | None = None
+        self._loop: Loop | None = None
 
     def start(self, interval_s: float) -> None:
-        self._task = asyncio.create_task(self._loop(interval_s), name="metrics gauges")
+        self._loop = Loop("refreshing the gauges", self._sample, interval_s, first_now=True)
+        self._loop.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if self._loop is not None:
+            await self._loop.close()
 
-    async def _loop(self, interval_s: float) -> None:
-        while True:
-            try:
-                self.sample()
-            except Exception:
-                log.exception("refreshing the replica and queue gauges failed")
-            await asyncio.sleep(interval_s)
+    async def _sample(self) -> None:
+        self.sample()
 
     def sample(self) -> None:
         """Replicas and queues: cheap, from memory, every second; and the requests

@@ -16,7 +16,6 @@ from tokens.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -32,6 +31,7 @@ from modelplane.config import ASYMMETRIC_ALGORITHMS, JwtSettings
 from modelplane.errors import AuthenticationError, ModelplaneError
 from modelplane.identity import ROLES, SCOPES, Caller, Role, lower_role
 from modelplane.store.records import Account
+from modelplane.tasks import Loop
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,7 @@ class JwtAuth:
         self._user = user
         self._keys: dict[str | None, dict[str, jwt.PyJWK]] = {}
         self._client: httpx.AsyncClient | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake = asyncio.Event()
+        self._refresher = Loop("jwks refresh", self._refresh_step, settings.jwks_refresh_s)
         self._kid_refresh_at = -math.inf
 
     @property
@@ -99,21 +97,15 @@ class JwtAuth:
 
     async def start(self) -> None:
         """Load the JWKS (raises ``ModelplaneError`` saying why it cannot) and keep it fresh."""
-        self._loop = asyncio.get_running_loop()
         try:
             await self.refresh()
         except BaseException:
             await self.close()
             raise
-        self._task = asyncio.create_task(self._refresh_loop(), name="jwks refresh")
+        self._refresher.start()
 
     async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        self._loop = None
+        await self._refresher.close()
         if self._client:
             await self._client.aclose()
             self._client = None
@@ -182,33 +174,18 @@ class JwtAuth:
             candidates = []
         return [a for a in self.settings.algorithms if a in candidates]
 
-    async def _refresh_loop(self) -> None:
-        while True:
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow close()'s cancel.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.jwks_refresh_s):
-                    await self._wake.wait()
-            self._wake.clear()
-            try:
-                await self.refresh()
-            except ModelplaneError as exc:
-                log.warning("refreshing the JWKS failed; keeping the last keys: %s", exc.message)
-            except Exception:
-                log.exception("refreshing the JWKS failed; keeping the last keys")
+    async def _refresh_step(self) -> None:
+        try:
+            await self.refresh()
+        except ModelplaneError as exc:  # expected (the issuer is down): no traceback
+            log.warning("refreshing the JWKS failed; keeping the last keys: %s", exc.message)
 
     def _request_refresh(self) -> None:
         now = time.monotonic()
-        if self._loop is None or now - self._kid_refresh_at < UNKNOWN_KID_REFRESH_S:
+        if not self._refresher.running or now - self._kid_refresh_at < UNKNOWN_KID_REFRESH_S:
             return
         self._kid_refresh_at = now
-        try:
-            on_loop = asyncio.get_running_loop() is self._loop
-        except RuntimeError:
-            on_loop = False
-        if on_loop:
-            self._wake.set()
-        else:
-            self._loop.call_soon_threadsafe(self._wake.set)
+        self._refresher.wake()
 
     def verify(self, token: str) -> Caller:
         """The caller a valid token stands for, or ``AuthenticationError`` saying why not."""

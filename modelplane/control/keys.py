@@ -15,8 +15,6 @@ and again whenever the account changes.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
 import math
@@ -42,6 +40,7 @@ from modelplane.store.accounts import AccountRepo
 from modelplane.store.db import Database
 from modelplane.store.records import Account, ApiKey
 from modelplane.store.repos import KeyRepo
+from modelplane.tasks import Loop
 
 log = logging.getLogger(__name__)
 
@@ -118,17 +117,14 @@ class KeyService(Snapshot):
         than making a ``datetime`` per request)."""
         self._used: dict[str, float] = {}
         """Keys used since the last flush, and when (POSIX time)."""
-        self._task: asyncio.Task[None] | None = None
+        self._flusher = Loop("recording the keys' last use", self._flush_used, flush_interval_s)
 
     async def start(self) -> None:
         await super().start()
-        self._task = asyncio.create_task(self._flush_loop(), name="key last use")
+        self._flusher.start()
 
     async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._flusher.close()
         await self._flush_used()
 
     @property
@@ -152,14 +148,6 @@ class KeyService(Snapshot):
             expires = math.inf if k.expires_at is None else k.expires_at.timestamp()
             by_hash[k.key_hash] = (k, caller_of(k, account), refusal, expires)
         self._by_hash = by_hash
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.flush_interval_s)
-            try:
-                await self._flush_used()
-            except Exception:
-                log.exception("recording when keys were last used failed; retrying")
 
     async def _flush_used(self) -> None:
         used, self._used = self._used, {}

@@ -12,14 +12,13 @@ the next pass; the others go on.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Protocol
 
 from modelplane.store.db import Database
 from modelplane.store.revisions import revisions
+from modelplane.tasks import Loop
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,7 @@ class Watcher:
         self.interval_s = interval_s
         self._entries: list[_Entry] = []
         self._names: tuple[str, ...] = ()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Loop("revision watcher", self.poll, interval_s)
 
     def subscribe(self, *subscribers: Subscriber) -> None:
         """Follow ``subscribers``, refreshed after those subscribed before them."""
@@ -77,18 +76,9 @@ class Watcher:
                 entry.seen = revs
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="revision watcher")
+        """Poll every ``interval_s``; a failed read is logged and the caches keep what
+        they have until the next one."""
+        self._loop.start()
 
     async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.poll()
-            except Exception:
-                log.exception("reading the revisions failed; the caches keep what they have")
+        await self._loop.close()

@@ -351,7 +351,7 @@ async def test_jwks_from_url_and_key_rotation(idp: JwksServer, keys: dict[str, K
         idp.body = jwks(keys["rsa"], keys["rotated"])
         new = keys["rotated"].sign(claims())
         refused(a, new, "retry shortly")
-        assert a._wake.is_set(), "an unknown key id wakes the refresh task"
+        assert a._refresher.woken, "an unknown key id wakes the refresh task"
         await until(lambda: verifies(a, new), "the rotated key after the triggered refresh")
         assert idp.fetches == 2
         # Request handlers may run in worker threads: the refresh is scheduled thread-safely.
@@ -363,7 +363,7 @@ async def test_jwks_from_url_and_key_rotation(idp: JwksServer, keys: dict[str, K
         assert idp.fetches == 3
         # Another unknown key id within 30 s schedules no further fetch.
         refused(a, keys["rsa"].sign(claims(), kid="nope"), "key id 'nope'")
-        assert not a._wake.is_set()
+        assert not a._refresher.woken
     finally:
         await a.close()
 
