@@ -83,7 +83,7 @@ def _check_provider(provider: str, options: dict[str, Any]) -> None:
         except ValidationError as exc:
             where, why = first_invalid(exc.errors())
             raise InvalidRequest(f"options.health_check.{where}: {why}", param="options") from None
-        default = getattr(providers.get(provider), "health_path", None)
+        default = providers.get(provider).health_path
         if check.path is None and default is None:
             raise InvalidRequest(
                 f"options.health_check needs a 'path' for the {provider} provider, which has "
