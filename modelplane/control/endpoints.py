@@ -58,7 +58,7 @@ def _check_engine(engine: str, model: str, spec: EndpointSpec) -> None:
 def _check_provider(provider: str, spec: EndpointSpec) -> None:
     check = spec.gateway.health_check
     if check is not None and check.path is None:
-        default = getattr(providers.get(provider), "health_path", None)
+        default = providers.get(provider).health_path
         if default is None:
             raise InvalidRequest(
                 f"options.health_check needs a 'path' for the {provider} provider, which has "
