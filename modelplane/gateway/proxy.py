@@ -119,6 +119,7 @@ class Proxy:
         self.routes = routes
         self.timeout_s = timeout_s
         self.local_timeout_s = local_timeout_s
+        self._timeouts: dict[float, Timeouts] = {}
         self.cache = cache
         self.secrets = secrets
         self.governor: Governor[Any] = governor or Open()
@@ -354,7 +355,7 @@ class Proxy:
             try:
                 with limit:
                     reply = await provider.send(
-                        target, call, timeouts=Timeouts(connect_s=timeouts.connect_s)
+                        target, call, timeouts=self._timeouts_for(timeouts.connect_s)
                     )
                     first = None
                     if reply.stream is not None:
@@ -468,18 +469,18 @@ class Proxy:
         """The whole request's limit and the setting it comes from. A route whose every
         target is a replica modelplane runs gets the shorter local default: one that
         stopped answering must not hold its client for a provider-sized wait."""
-        if route.spec.timeouts.total_s:
-            return route.spec.timeouts.total_s, "timeouts.total_s"
-        names = [*(t.endpoint for t in route.live), *route.spec.fallbacks]
-        if self.local_timeout_s < self.timeout_s and all(map(self._local, names)):
+        if route.total_s:
+            return route.total_s, "timeouts.total_s"
+        if route.local and self.local_timeout_s < self.timeout_s:
             return self.local_timeout_s, "MODELPLANE_LOCAL_UPSTREAM_TIMEOUT_S"
         return self.timeout_s, "MODELPLANE_UPSTREAM_TIMEOUT_S"
 
-    def _local(self, name: str) -> bool:
-        try:
-            return self.router.endpoint(name).provider is None
-        except ModelNotFound:
-            return False
+    def _timeouts_for(self, connect_s: float) -> Timeouts:
+        """One ``Timeouts`` per connect timeout, not one object per request."""
+        found = self._timeouts.get(connect_s)
+        if found is None:
+            found = self._timeouts[connect_s] = Timeouts(connect_s=connect_s)
+        return found
 
     def _failed(self, url: str, name: str, why: str) -> None:
         ejected = self.router.outliers.failure(url)

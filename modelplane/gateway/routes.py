@@ -92,15 +92,21 @@ class ResolvedRoute:
     spec: RouteSpec
     implicit: bool
     owner: Owned = UNSHARED
+    local: bool = False
+    """Every target and fallback is an endpoint modelplane runs itself (worked out when
+    the table is built, for the local upstream timeout)."""
     live: tuple[WeightedTarget, ...] = field(init=False)
     """The targets with a weight above 0 (worked out once, not per request)."""
     first: str = field(init=False)
     """The first of them: the endpoint whose limits a request counts against."""
+    total_s: float | None = field(init=False)
+    """``spec.timeouts.total_s``, copied out of the pydantic model (read per request)."""
 
     def __post_init__(self) -> None:
         live = tuple(t for t in self.spec.targets if t.weight > 0)
         object.__setattr__(self, "live", live)
         object.__setattr__(self, "first", live[0].endpoint)
+        object.__setattr__(self, "total_s", self.spec.timeouts.total_s)
 
     def chain(self, sticky_id: str | None) -> list[str]:
         """The endpoints to try, in order: one weighted pick, then the fallbacks."""
@@ -145,19 +151,24 @@ class RouteTable:
         routes, endpoints = self._routes(), self._endpoints()
         if self._seen is not None and self._seen[0] is routes and self._seen[1] is endpoints:
             return
+
+        def local(names: list[str]) -> bool:
+            return all(n in endpoints and endpoints[n].provider is None for n in names)
+
         table: dict[str, ResolvedRoute] = {
             name: ResolvedRoute(
                 name,
                 DEFAULT.model_copy(update={"targets": [WeightedTarget(endpoint=name)]}),
                 implicit=True,
                 owner=ep.owner,
+                local=ep.provider is None,
             )
             for name, ep in endpoints.items()
         }
         for route in routes.values():
-            resolved = ResolvedRoute(
-                route.name, RouteSpec.model_validate(route.spec), False, route.owner
-            )
+            spec = RouteSpec.model_validate(route.spec)
+            targets = [*(t.endpoint for t in spec.targets if t.weight > 0), *spec.fallbacks]
+            resolved = ResolvedRoute(route.name, spec, False, route.owner, local(targets))
             table[route.name] = resolved
             for alias in resolved.spec.aliases:
                 table.setdefault(alias, resolved)
