@@ -82,10 +82,10 @@ class OpenAIProvider:
         if pool is None or pool.loop is not asyncio.get_running_loop():
             pool = self._pool = Http1Pool()
         read_s = timeouts.read_s  # the gateway passes None: its deadlines bound the request
-        resp: Http1Response | None = await _within(
-            read_s,
-            pool.request("POST", prep.url, headers, body, connect_timeout=timeouts.connect_s),
-        )
+        sent = pool.request("POST", prep.url, headers, body, connect_timeout=timeouts.connect_s)
+        # Awaited directly without a limit: a wrapping coroutine per await costs the
+        # gateway's hottest path a frame each.
+        resp: Http1Response | None = await (sent if read_s is None else _within(read_s, sent))
         try:
             assert resp is not None
             ctype = resp.headers.get("content-type", "application/json")
@@ -96,7 +96,8 @@ class OpenAIProvider:
                 stream = _relay(resp, call.request_id, read_s)
                 resp = None  # the stream owns it now
                 return Reply(200, ctype, None, stream)
-            return Reply(resp.status, ctype, await _within(read_s, resp.read()), None)
+            data = await (resp.read() if read_s is None else _within(read_s, resp.read()))
+            return Reply(resp.status, ctype, data, None)
         finally:
             if resp is not None:
                 resp.release()
